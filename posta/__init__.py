@@ -1,0 +1,1 @@
+"""Posta: tasks with email inside, for one self-hosting team."""

@@ -1,0 +1,25 @@
+"""Default configuration. instance/config.py and FLASK_* variables override it."""
+
+
+class Defaults:
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # Redis for RQ jobs; without it jobs run on a background thread in the web process.
+    REDIS_URL = None
+    # "rq", "thread" or "sync" (run at once, in the caller: tests and one-shot CLIs).
+    POSTA_JOBS = None
+    POSTA_QUEUE_NAME = "posta"
+    # Seconds between the background syncs that `make run` starts.
+    POSTA_SYNC_INTERVAL = 120
+    # How long one account's sync may hold its slot before another sync may take it.
+    POSTA_SYNC_LEASE_SECONDS = 600
+    # A CA bundle to trust a team's own Exchange or IMAP server certificate.
+    POSTA_CA_BUNDLE = None
+    POSTA_MAIL_TIMEOUT = 20
+    POSTA_MAX_UPLOAD_MB = 25
+    POSTA_INVITE_DAYS = 7
+    MAX_CONTENT_LENGTH = 30 * 1024 * 1024
+    WTF_CSRF_TIME_LIMIT = None
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    LANGUAGES = ["en", "it"]
+    BABEL_DEFAULT_LOCALE = "en"
