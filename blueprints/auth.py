@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from posta.extensions import db
@@ -19,7 +19,9 @@ OPEN_ENDPOINTS = {"auth.setup", "static"}
 
 
 class SetupForm(FlaskForm):
-    workspace_name = StringField(_l("Workspace name"), [DataRequired(), Length(max=120)])
+    workspace_name = StringField(
+        _l("Workspace name"), [DataRequired(), Length(max=120)]
+    )
     name = StringField(_l("Your name"), [DataRequired(), Length(max=120)])
     email = EmailField(_l("Your email"), [DataRequired(), Length(max=254)])
     password = PasswordField(_l("Password"), [DataRequired()])
@@ -47,7 +49,11 @@ class PreferencesForm(FlaskForm):
     name = StringField(_l("Name"), [DataRequired(), Length(max=120)])
     locale = SelectField(
         _l("Language"),
-        choices=[("", _l("As my browser")), ("en", "English"), ("it", "Italiano")],
+        choices=[
+            SelectChoice("", _l("As my browser")),
+            SelectChoice("en", "English"),
+            SelectChoice("it", "Italiano"),
+        ],
     )
 
 

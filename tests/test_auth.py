@@ -75,8 +75,15 @@ def test_login_ignores_offsite_next(workspace, client_for):
 def test_users_create_cli_reads_password_from_stdin(app, workspace):
     runner = app.test_cli_runner()
     result = runner.invoke(
-        args=["users", "create", "--email", "m@example.test", "--role", "member",
-              "--password-stdin"],
+        args=[
+            "users",
+            "create",
+            "--email",
+            "m@example.test",
+            "--role",
+            "member",
+            "--password-stdin",
+        ],
         input=PASSWORD + "\n",
     )
     assert result.exit_code == 0, result.output
