@@ -1,7 +1,8 @@
-"""Shared fixtures: real mail servers, the app, and the browser."""
+"""Shared fixtures: real mail servers, the app, the browser, fake Microsoft."""
 
 pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.app",
     "tests.fixtures.browser",
+    "tests.fakes.microsoft",
 ]
