@@ -42,6 +42,9 @@ def create_user(email, name, role, password_stdin):
 )
 def sync(every):
     """Enqueue one sync job per active account (in-process without Redis)."""
+    if current_app.config["POSTA_JOBS"] == "thread":
+        # A daemon thread would die with this process before finishing its work.
+        current_app.config["POSTA_JOBS"] = "sync"
     while True:
         count = _enqueue_syncs()
         click.echo(f"queued sync for {count} account(s)")

@@ -114,8 +114,12 @@ class Invite(db.Model):
 
 task_assignees = db.Table(
     "task_assignee",
-    db.Column("task_id", db.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True),
-    db.Column("user_id", db.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True),
+    db.Column(
+        "task_id", db.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True
+    ),
+    db.Column(
+        "user_id", db.ForeignKey("user.id", ondelete="CASCADE"), primary_key=True
+    ),
 )
 
 
@@ -210,7 +214,9 @@ class EmailAccount(db.Model):
     smtp_security = db.Column(db.String(16))
     secret = db.Column(db.LargeBinary)
     send_policy = db.Column(db.String(16), nullable=False, default="only_me")
-    status = db.Column(db.String(24), nullable=False, default=AccountStatus.ACTIVE.value)
+    status = db.Column(
+        db.String(24), nullable=False, default=AccountStatus.ACTIVE.value
+    )
     sync_lease_until = db.Column(UTCDateTime)
     last_sync_at = db.Column(UTCDateTime)
     last_sync_result = db.Column(db.String(200))

@@ -34,7 +34,10 @@ def enqueue(func, *args, job_id: str | None = None) -> None:
         app.extensions["posta_queue"].put(func, args)
     else:
         rq_queue(app).enqueue(
-            func, *args, job_id=job_id, job_timeout=app.config.get("POSTA_JOB_TIMEOUT", 900)
+            func,
+            *args,
+            job_id=job_id,
+            job_timeout=app.config.get("POSTA_JOB_TIMEOUT", 900),
         )
     logger.debug("enqueued %s%r via %s", func.__name__, args, mode)
 

@@ -15,3 +15,27 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 });
+
+// Email: "Add new" in the composer's From list opens the connect page.
+document.addEventListener("DOMContentLoaded", () => {
+  const from = document.getElementById("email-from");
+  if (from) {
+    from.addEventListener("change", () => {
+      if (from.value === "add-new") window.location.href = from.dataset.addUrl;
+    });
+  }
+  // Email: fill known server settings as soon as the address is typed.
+  const form = document.getElementById("exchange-form");
+  if (!form) return;
+  const prefills = JSON.parse(form.dataset.prefill || "{}");
+  const address = form.elements.namedItem("email");
+  address.addEventListener("change", () => {
+    const domain = address.value.split("@").pop().trim().toLowerCase();
+    const settings = prefills[domain];
+    if (!settings) return;
+    Object.entries(settings).forEach(([name, value]) => {
+      const input = form.elements.namedItem(name);
+      if (input) input.value = value;
+    });
+  });
+});

@@ -17,7 +17,6 @@ def extracted_ids(tmp_path) -> set[str]:
             "-m",
             "babel.messages.frontend",
             "extract",
-            "-q",
             "-F",
             "babel.cfg",
             "-k",

@@ -1,0 +1,352 @@
+"""The outgoing queue: Message rows are the queue, RQ jobs only nudge it.
+
+A message moves queued -> sending -> sent | failed. Every move is a conditional
+UPDATE committed before any network I/O, so two workers (or two Retry clicks)
+can never both send the same row.
+"""
+
+import email.utils
+import logging
+from datetime import timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select, update
+from werkzeug.datastructures import FileStorage
+
+from posta import queue
+from posta.extensions import db
+from posta.mail import compose
+from posta.mail import smtp as smtp_adapter
+from posta.mail.errors import AmbiguousSendError, AuthError, MailError
+from posta.models import (
+    Attachment,
+    Direction,
+    EmailAccount,
+    Message,
+    SendStatus,
+    Task,
+    User,
+    utcnow,
+)
+from posta.services import accounts, storage
+
+logger = logging.getLogger(__name__)
+
+# A nudge older than this without a worker picking it up is presumed lost.
+LOST_NUDGE_AFTER = timedelta(minutes=1)
+# How long a send may stay "sending" before the sweeper calls it interrupted.
+DEFAULT_SEND_LEASE_SECONDS = 600
+# Keep References bounded, as mail clients do, while keeping the thread root.
+MAX_REFERENCES = 20
+INTERRUPTED = (
+    "Sending was interrupted; it may have been delivered. Check the Sent folder "
+    "before retrying."
+)
+
+
+class OutgoingError(ValueError):
+    """A send that cannot be queued or retried, with a message for the person."""
+
+
+def queue_send(
+    user: User,
+    task: Task,
+    account_id,
+    to: str,
+    cc: str,
+    bcc: str,
+    subject: str,
+    body: str,
+    attachments: list[FileStorage],
+) -> Message:
+    """Store a new outgoing message on the task, then nudge a worker to send it."""
+    account_id = _int_or_none(account_id)
+    account = db.session.get(EmailAccount, account_id) if account_id else None
+    if not accounts.may_send(user, account):
+        raise OutgoingError(_l("You may not send from that account."))
+    to_list, cc_list, bcc_list = (parse_addresses(v) for v in (to, cc, bcc))
+    if not (to_list or cc_list or bcc_list):
+        raise OutgoingError(_l("Add at least one recipient."))
+    files = [f for f in attachments if f and f.filename]
+    body = (body or "").strip()
+    if not body and not files:
+        raise OutgoingError(_l("Write a message or attach a file."))
+
+    parent = _latest_on_task(task.id)
+    domain = account.email.rpartition("@")[2]
+    message_id = compose.make_message_id(domain)
+    message = Message(
+        account_id=account.id,
+        task_id=task.id,
+        direction=Direction.OUT.value,
+        message_id=message_id,
+        dedupe_key=message_id,
+        in_reply_to=parent.message_id if parent is not None else None,
+        references=" ".join(_thread_references(parent)),
+        subject=(subject or "").strip() or task.name,
+        from_addr=account.email,
+        from_name=account.display_name or user.name,
+        to_addrs=", ".join(to_list),
+        cc_addrs=", ".join(cc_list),
+        bcc_addrs=", ".join(bcc_list),
+        text_body=body,
+        status=SendStatus.QUEUED.value,
+        created_by_id=user.id,
+    )
+    stored = []
+    try:
+        budget = storage.max_upload_bytes()
+        for upload in files:
+            key, size = storage.save_stream(upload.stream, budget)
+            stored.append(key)
+            budget -= size
+            message.attachments.append(
+                Attachment(
+                    filename=_safe_filename(upload.filename),
+                    content_type=upload.mimetype or "application/octet-stream",
+                    size=size,
+                    storage_key=key,
+                )
+            )
+        db.session.add(message)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        storage.delete(stored)
+        raise
+    logger.info(
+        "message %s queued on task %s from account %s by user %s",
+        message.id,
+        task.id,
+        account.id,
+        user.id,
+    )
+    _nudge(message.id)
+    return message
+
+
+def retry(user: User, message_id: int) -> Message:
+    """Put a failed message back in the queue, once, however often it is asked."""
+    message = db.session.get(Message, message_id)
+    if message is None or message.direction != Direction.OUT:
+        raise OutgoingError(_l("That message does not exist."))
+    if not accounts.may_send(user, message.account):
+        raise OutgoingError(_l("You may not send from that account."))
+    result = db.session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == SendStatus.FAILED)
+        .values(status=SendStatus.QUEUED.value, error=None, claimed_at=None)
+    )
+    db.session.commit()
+    if result.rowcount != 1:
+        raise OutgoingError(_l("This message is already queued, sending or sent."))
+    logger.info("message %s re-queued by user %s", message_id, user.id)
+    _nudge(message_id)
+    db.session.refresh(message)
+    return message
+
+
+def deliver(message_id: int) -> None:
+    """Claim a queued message, send it over SMTP, and record the outcome."""
+    claimed = db.session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == SendStatus.QUEUED)
+        .values(
+            status=SendStatus.SENDING.value,
+            claimed_at=utcnow(),
+            attempts=Message.attempts + 1,
+        )
+    )
+    db.session.commit()
+    if claimed.rowcount != 1:
+        logger.info("message %s is not queued; another worker has it", message_id)
+        return
+
+    message = db.session.get(Message, message_id)
+    account = message.account
+    if account is None:
+        _finish(message_id, SendStatus.FAILED, "The email account was disconnected.")
+        return
+    try:
+        settings = accounts.smtp_settings(account)
+    except ValueError:
+        # The encryption key changed since the account was connected.
+        _finish(
+            message_id,
+            SendStatus.FAILED,
+            "The saved password cannot be read; connect the account again.",
+        )
+        return
+    mail = _outgoing_mail(message)
+    envelope_from = account.email
+    # Build before letting go of the rows: attachments are read from disk here.
+    raw = compose.build_message(mail)
+    rcpts = compose.recipients(mail)
+    # No transaction stays open while the SMTP server talks.
+    db.session.commit()
+
+    try:
+        smtp_adapter.send(settings, envelope_from, rcpts, raw)
+    except AmbiguousSendError as exc:
+        reason = (
+            "The connection broke after the message went out; it may have been "
+            f"delivered. Check the Sent folder before retrying. ({exc.detail})"
+        )
+        _finish(message_id, SendStatus.FAILED, reason)
+    except AuthError as exc:
+        reason = accounts.auth_failure_text(exc, envelope_from, settings.host)
+        _finish(message_id, SendStatus.FAILED, f"{reason} ({exc.detail})")
+    except MailError as exc:
+        _finish(message_id, SendStatus.FAILED, exc.detail)
+    else:
+        _finish(message_id, SendStatus.SENT, None)
+
+
+def sweep() -> None:
+    """Re-nudge queued rows whose nudge was lost; fail sends stuck past the lease."""
+    now = utcnow()
+    lease = current_app.config.get(
+        "POSTA_SEND_LEASE_SECONDS", DEFAULT_SEND_LEASE_SECONDS
+    )
+    stuck = db.session.execute(
+        update(Message)
+        .where(
+            Message.direction == Direction.OUT,
+            Message.status == SendStatus.SENDING,
+            Message.claimed_at < now - timedelta(seconds=lease),
+        )
+        .values(status=SendStatus.FAILED.value, error=INTERRUPTED)
+    )
+    waiting = db.session.scalars(
+        select(Message.id)
+        .where(
+            Message.direction == Direction.OUT,
+            Message.status == SendStatus.QUEUED,
+            Message.created_at < now - LOST_NUDGE_AFTER,
+        )
+        .order_by(Message.id)
+    ).all()
+    db.session.commit()
+    if stuck.rowcount or waiting:
+        logger.info(
+            "sweep: %d interrupted sends failed, %d queued sends re-nudged",
+            stuck.rowcount,
+            len(waiting),
+        )
+    for message_id in waiting:
+        _nudge(message_id)
+
+
+def parse_addresses(value: str | None) -> list[str]:
+    """Split a comma-separated recipient field into checked "Name <addr>" strings."""
+    result = []
+    for name, addr in email.utils.getaddresses([(value or "").replace(";", ",")]):
+        if not addr and not name:
+            continue
+        try:
+            addr = validate_email(
+                addr,
+                check_deliverability=False,
+                globally_deliverable=False,
+                test_environment=True,
+            ).normalized
+        except EmailNotValidError as exc:
+            raise OutgoingError(
+                _l("“%(address)s” is not a valid email address.", address=addr or name)
+            ) from exc
+        result.append(email.utils.formataddr((name, addr)))
+    return result
+
+
+def _thread_references(parent: Message | None) -> list[str]:
+    """Return the References of a reply to `parent`: its chain plus its own id."""
+    if parent is None:
+        return []
+    chain = parent.references.split() + [parent.message_id]
+    if len(chain) > MAX_REFERENCES:
+        chain = chain[:1] + chain[-(MAX_REFERENCES - 1) :]
+    return chain
+
+
+def _latest_on_task(task_id: int) -> Message | None:
+    return db.session.scalars(
+        select(Message)
+        .where(Message.task_id == task_id, Message.message_id.is_not(None))
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    ).first()
+
+
+def _outgoing_mail(message: Message) -> compose.OutgoingMail:
+    return compose.OutgoingMail(
+        from_addr=message.from_addr,
+        from_name=message.from_name,
+        to=_split(message.to_addrs),
+        cc=_split(message.cc_addrs),
+        bcc=_split(message.bcc_addrs),
+        subject=message.subject,
+        text=message.text_body,
+        message_id=message.message_id,
+        in_reply_to=message.in_reply_to,
+        references=message.references.split(),
+        attachments=[
+            compose.OutgoingAttachment(
+                filename=a.filename,
+                content_type=a.content_type,
+                path=storage.path_for(a.storage_key),
+            )
+            for a in message.attachments
+        ],
+        date=message.created_at,
+    )
+
+
+def _finish(message_id: int, status: SendStatus, error: str | None) -> None:
+    """Record the outcome of a send that this worker holds."""
+    values = {"status": status.value, "error": error[:500] if error else None}
+    if status == SendStatus.SENT:
+        values["sent_date"] = utcnow()
+    # A send that outlived its lease was marked failed by the sweeper; the real
+    # outcome is better than that guess, so "failed" may be overwritten too.
+    db.session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.status.in_([SendStatus.SENDING, SendStatus.FAILED]),
+        )
+        .values(**values)
+    )
+    db.session.commit()
+    logger.info(
+        "message %s %s%s", message_id, status.value, f": {error}" if error else ""
+    )
+
+
+def _nudge(message_id: int) -> None:
+    """Ask a worker to send; a lost nudge is recovered by the sweeper."""
+    from posta import jobs
+
+    try:
+        queue.enqueue(jobs.send_message, message_id)
+    except Exception:
+        logger.exception("could not enqueue message %s; the sweeper will", message_id)
+
+
+def _split(value: str) -> list[str]:
+    pairs = email.utils.getaddresses([value or ""])
+    return [email.utils.formataddr(pair) for pair in pairs if pair[1]]
+
+
+def _safe_filename(name: str) -> str:
+    # Keep the person's name (unicode included) but never a path.
+    name = name.replace("\\", "/").rpartition("/")[2].strip()
+    return name[:255] or "attachment"
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
