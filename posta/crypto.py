@@ -16,7 +16,7 @@ class SecretBox:
         return self._fernet.encrypt(plaintext.encode())
 
     def decrypt(self, token: bytes) -> str:
-        """Return the plaintext of a secret, or raise ValueError when it is unreadable."""
+        """Return the plaintext, or raise ValueError when the key cannot read it."""
         try:
             return self._fernet.decrypt(token).decode()
         except InvalidToken as exc:
