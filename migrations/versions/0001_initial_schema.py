@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 617fd7a54fe5
+Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 16:27:33.894036
+Create Date: 2026-12-04 16:46:43.128646
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '617fd7a54fe5'
+revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
