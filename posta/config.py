@@ -17,6 +17,13 @@ class Defaults:
     POSTA_MAIL_TIMEOUT = 20
     POSTA_MAX_UPLOAD_MB = 25
     POSTA_INVITE_DAYS = 7
+    # Sign in with Microsoft: the Entra app registration (see the README).
+    MICROSOFT_CLIENT_ID = None
+    MICROSOFT_CLIENT_SECRET = None
+    # "common", "organizations", "consumers" or a tenant id.
+    MICROSOFT_TENANT = "common"
+    MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
+    MICROSOFT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
     MAX_CONTENT_LENGTH = 30 * 1024 * 1024
     WTF_CSRF_TIME_LIMIT = None
     SESSION_COOKIE_HTTPONLY = True

@@ -46,6 +46,13 @@ class Workspace(db.Model):
     name = db.Column(db.String(120), nullable=False)
     email_enabled = db.Column(db.Boolean, nullable=False, default=False)
     plan = db.Column(db.String(32), nullable=False, default="free")
+    # Emails sent from Posta; see posta.services.plans for when a use is counted.
+    uses_used = db.Column(db.Integer, nullable=False, default=0)
+    # Custom email permissions, read only on plans that have them.
+    admin_may_add_accounts = db.Column(db.Boolean, nullable=False, default=True)
+    admin_may_send = db.Column(db.Boolean, nullable=False, default=True)
+    member_may_add_accounts = db.Column(db.Boolean, nullable=False, default=True)
+    member_may_send = db.Column(db.Boolean, nullable=False, default=True)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     @classmethod
@@ -214,6 +221,8 @@ class EmailAccount(db.Model):
     smtp_security = db.Column(db.String(16))
     secret = db.Column(db.LargeBinary)
     send_policy = db.Column(db.String(16), nullable=False, default="only_me")
+    signature_policy = db.Column(db.String(16), nullable=False, default="only_me")
+    template_policy = db.Column(db.String(16), nullable=False, default="only_me")
     status = db.Column(
         db.String(24), nullable=False, default=AccountStatus.ACTIVE.value
     )
@@ -221,6 +230,8 @@ class EmailAccount(db.Model):
     last_sync_at = db.Column(UTCDateTime)
     last_sync_result = db.Column(db.String(200))
     last_error = db.Column(db.String(500))
+    # Microsoft accounts: personal (outlook.com and co.) or work/school.
+    personal = db.Column(db.Boolean)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     connected_by = db.relationship("User")
@@ -262,6 +273,8 @@ class MailFolder(db.Model):
     uidnext = db.Column(db.BigInteger)
     last_uid = db.Column(db.BigInteger, nullable=False, default=0)
     delta_link = db.Column(db.Text)
+    # Where an unfinished Graph delta pass resumes (it was throttled or cut short).
+    next_link = db.Column(db.Text)
     last_error = db.Column(db.String(500))
     last_synced_at = db.Column(UTCDateTime)
 
@@ -307,10 +320,15 @@ class Message(db.Model):
     status = db.Column(db.String(16))
     error = db.Column(db.String(500))
     attempts = db.Column(db.Integer, nullable=False, default=0)
+    # True while this outgoing message holds one of the workspace's uses.
+    counted_use = db.Column(db.Boolean, nullable=False, default=False)
     claimed_at = db.Column(UTCDateTime)
     folder = db.Column(db.String(255))
     uid = db.Column(db.BigInteger)
     defects = db.Column(db.Text, nullable=False, default="")
+    # Graph's ids: the item in the mailbox and its Exchange conversation.
+    remote_id = db.Column(db.String(255))
+    conversation_id = db.Column(db.String(255), index=True)
     created_by_id = db.Column(db.ForeignKey("user.id"))
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
@@ -337,6 +355,23 @@ class Message(db.Model):
         by_id = {mid: task_id for mid, task_id in rows}
         return next((by_id[i] for i in ids if i in by_id), None)
 
+    @classmethod
+    def task_for_conversation(cls, account_id: int, conversation_id: str | None):
+        """Return the task of a message Posta sent in this Graph conversation."""
+        if not conversation_id:
+            return None
+        return db.session.scalars(
+            select(cls.task_id)
+            .where(
+                cls.account_id == account_id,
+                cls.conversation_id == conversation_id,
+                cls.direction == Direction.OUT,
+                cls.task_id.is_not(None),
+            )
+            .order_by(cls.id.desc())
+            .limit(1)
+        ).first()
+
 
 class Attachment(db.Model):
     id = db.Column(db.Integer, primary_key=True)
@@ -351,3 +386,93 @@ class Attachment(db.Model):
     inline = db.Column(db.Boolean, nullable=False, default=False)
 
     message = db.relationship("Message", back_populates="attachments")
+
+
+class Contact(db.Model):
+    """A workspace address the composer suggests, imported from a mailbox."""
+
+    id = db.Column(db.Integer, primary_key=True)
+    address = db.Column(db.String(254), nullable=False, unique=True)
+    name = db.Column(db.String(254), nullable=False, default="")
+    source_account_id = db.Column(
+        db.ForeignKey("email_account.id", ondelete="SET NULL"), index=True
+    )
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    source_account = db.relationship("EmailAccount")
+
+    @classmethod
+    def suggestions(cls, limit: int = 500):
+        return db.session.scalars(
+            select(cls).order_by(cls.name, cls.address).limit(limit)
+        ).all()
+
+
+class AccountGrant(db.Model):
+    """A person chosen by name for one action on one account."""
+
+    __tablename__ = "account_grant"
+    __table_args__ = (db.UniqueConstraint("account_id", "user_id", "action"),)
+
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(
+        db.ForeignKey("email_account.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id = db.Column(db.ForeignKey("user.id", ondelete="CASCADE"), nullable=False)
+    action = db.Column(db.String(16), nullable=False)
+
+    @classmethod
+    def user_ids(cls, account_id: int, action: str) -> set[int]:
+        return set(
+            db.session.scalars(
+                select(cls.user_id).where(
+                    cls.account_id == account_id, cls.action == action
+                )
+            )
+        )
+
+
+class Signature(db.Model):
+    """A signature of one account, appended below the body of an email."""
+
+    id = db.Column(db.Integer, primary_key=True)
+    account_id = db.Column(
+        db.ForeignKey("email_account.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    name = db.Column(db.String(120), nullable=False)
+    html = db.Column(db.Text, nullable=False)
+    text = db.Column(db.Text, nullable=False)
+    is_default = db.Column(db.Boolean, nullable=False, default=False)
+    created_by_id = db.Column(db.ForeignKey("user.id"))
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    account = db.relationship("EmailAccount")
+
+    @classmethod
+    def for_accounts(cls, account_ids):
+        return db.session.scalars(
+            select(cls)
+            .where(cls.account_id.in_(list(account_ids)))
+            .order_by(cls.account_id, cls.name, cls.id)
+        ).all()
+
+
+class EmailTemplate(db.Model):
+    """A workspace's reusable subject and body, with task placeholders."""
+
+    __tablename__ = "email_template"
+
+    id = db.Column(db.Integer, primary_key=True)
+    name = db.Column(db.String(120), nullable=False)
+    subject = db.Column(db.String(998), nullable=False, default="")
+    body = db.Column(db.Text, nullable=False, default="")
+    created_by_id = db.Column(db.ForeignKey("user.id"))
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    created_by = db.relationship("User")
+
+    @classmethod
+    def ordered(cls):
+        return db.session.scalars(select(cls).order_by(cls.name, cls.id)).all()

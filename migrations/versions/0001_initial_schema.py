@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 16:46:43.128646
+Create Date: 2026-12-04 16:49:09.516280
 
 """
 from alembic import op
@@ -41,6 +41,11 @@ def upgrade():
     sa.Column('name', sa.String(length=120), nullable=False),
     sa.Column('email_enabled', sa.Boolean(), nullable=False),
     sa.Column('plan', sa.String(length=32), nullable=False),
+    sa.Column('uses_used', sa.Integer(), nullable=False),
+    sa.Column('admin_may_add_accounts', sa.Boolean(), nullable=False),
+    sa.Column('admin_may_send', sa.Boolean(), nullable=False),
+    sa.Column('member_may_add_accounts', sa.Boolean(), nullable=False),
+    sa.Column('member_may_send', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_workspace'))
     )
@@ -59,15 +64,28 @@ def upgrade():
     sa.Column('smtp_security', sa.String(length=16), nullable=True),
     sa.Column('secret', sa.LargeBinary(), nullable=True),
     sa.Column('send_policy', sa.String(length=16), nullable=False),
+    sa.Column('signature_policy', sa.String(length=16), nullable=False),
+    sa.Column('template_policy', sa.String(length=16), nullable=False),
     sa.Column('status', sa.String(length=24), nullable=False),
     sa.Column('sync_lease_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_sync_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_sync_result', sa.String(length=200), nullable=True),
     sa.Column('last_error', sa.String(length=500), nullable=True),
+    sa.Column('personal', sa.Boolean(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['connected_by_id'], ['user.id'], name=op.f('fk_email_account_connected_by_id_user')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_email_account')),
     sa.UniqueConstraint('email', name=op.f('uq_email_account_email'))
+    )
+    op.create_table('email_template',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('subject', sa.String(length=998), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_email_template_created_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_email_template'))
     )
     op.create_table('invite',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -100,6 +118,16 @@ def upgrade():
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_task_list_id'), ['list_id'], unique=False)
 
+    op.create_table('account_grant',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('action', sa.String(length=16), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['email_account.id'], name=op.f('fk_account_grant_account_id_email_account'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['user.id'], name=op.f('fk_account_grant_user_id_user'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_account_grant')),
+    sa.UniqueConstraint('account_id', 'user_id', 'action', name=op.f('uq_account_grant_account_id'))
+    )
     op.create_table('comment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('task_id', sa.Integer(), nullable=False),
@@ -113,6 +141,19 @@ def upgrade():
     with op.batch_alter_table('comment', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_comment_task_id'), ['task_id'], unique=False)
 
+    op.create_table('contact',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('address', sa.String(length=254), nullable=False),
+    sa.Column('name', sa.String(length=254), nullable=False),
+    sa.Column('source_account_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['source_account_id'], ['email_account.id'], name=op.f('fk_contact_source_account_id_email_account'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_contact')),
+    sa.UniqueConstraint('address', name=op.f('uq_contact_address'))
+    )
+    with op.batch_alter_table('contact', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_contact_source_account_id'), ['source_account_id'], unique=False)
+
     op.create_table('mail_folder',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -121,6 +162,7 @@ def upgrade():
     sa.Column('uidnext', sa.BigInteger(), nullable=True),
     sa.Column('last_uid', sa.BigInteger(), nullable=False),
     sa.Column('delta_link', sa.Text(), nullable=True),
+    sa.Column('next_link', sa.Text(), nullable=True),
     sa.Column('last_error', sa.String(length=500), nullable=True),
     sa.Column('last_synced_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['account_id'], ['email_account.id'], name=op.f('fk_mail_folder_account_id_email_account'), ondelete='CASCADE'),
@@ -148,10 +190,13 @@ def upgrade():
     sa.Column('status', sa.String(length=16), nullable=True),
     sa.Column('error', sa.String(length=500), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('counted_use', sa.Boolean(), nullable=False),
     sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('folder', sa.String(length=255), nullable=True),
     sa.Column('uid', sa.BigInteger(), nullable=True),
     sa.Column('defects', sa.Text(), nullable=False),
+    sa.Column('remote_id', sa.String(length=255), nullable=True),
+    sa.Column('conversation_id', sa.String(length=255), nullable=True),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['email_account.id'], name=op.f('fk_message_account_id_email_account'), ondelete='SET NULL'),
@@ -162,8 +207,25 @@ def upgrade():
     )
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_message_account_id'), ['account_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_message_conversation_id'), ['conversation_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_message_id'), ['message_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_task_id'), ['task_id'], unique=False)
+
+    op.create_table('signature',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('html', sa.Text(), nullable=False),
+    sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('is_default', sa.Boolean(), nullable=False),
+    sa.Column('created_by_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['email_account.id'], name=op.f('fk_signature_account_id_email_account'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_signature_created_by_id_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_signature'))
+    )
+    with op.batch_alter_table('signature', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_signature_account_id'), ['account_id'], unique=False)
 
     op.create_table('task_assignee',
     sa.Column('task_id', sa.Integer(), nullable=False),
@@ -197,22 +259,33 @@ def downgrade():
 
     op.drop_table('attachment')
     op.drop_table('task_assignee')
+    with op.batch_alter_table('signature', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_signature_account_id'))
+
+    op.drop_table('signature')
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_message_task_id'))
         batch_op.drop_index(batch_op.f('ix_message_message_id'))
+        batch_op.drop_index(batch_op.f('ix_message_conversation_id'))
         batch_op.drop_index(batch_op.f('ix_message_account_id'))
 
     op.drop_table('message')
     op.drop_table('mail_folder')
+    with op.batch_alter_table('contact', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_contact_source_account_id'))
+
+    op.drop_table('contact')
     with op.batch_alter_table('comment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_comment_task_id'))
 
     op.drop_table('comment')
+    op.drop_table('account_grant')
     with op.batch_alter_table('task', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_task_list_id'))
 
     op.drop_table('task')
     op.drop_table('invite')
+    op.drop_table('email_template')
     op.drop_table('email_account')
     op.drop_table('workspace')
     op.drop_table('user')

@@ -2,7 +2,9 @@
 
 import logging
 import re
+from collections.abc import Mapping
 from html.parser import HTMLParser
+from urllib.parse import unquote
 
 import nh3
 
@@ -57,6 +59,17 @@ _STYLE_PROPERTIES = {
 }
 # fmt: on
 _SAFE_DATA_IMAGE = re.compile(r"^data:image/(png|jpe?g|gif|webp|bmp);", re.IGNORECASE)
+_HAS_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+# A declaration with any of these can fetch a resource or run code in some
+# browser (url(), image-set(), IE's expression()/behavior, CSS escapes hiding
+# them), so it goes even when its property is otherwise allowed.
+_UNSAFE_CSS = ("url", "image", "expression", "behavior", "binding", "\\", "/*", "@")
+# The serializer quotes every attribute value with '"' and escapes '"' inside
+# values, so a tag is '<img' followed by name="value" pairs.
+_IMG_TAG = re.compile(r'<img\b(?:[^>"]|"[^"]*")*>')
+_REMOTE_SRC = re.compile(r'(\s)src="(https?:[^"]*)"', re.IGNORECASE)
+_BLOCKED_SRC = re.compile(r'(\s)data-remote-src="([^"]*)"')
+_CID_SRC = re.compile(r'\ssrc="cid:([^"]*)"', re.IGNORECASE)
 
 # fmt: off
 _BLOCK_TAGS = {
@@ -69,31 +82,92 @@ _PARAGRAPH_TAGS = {"p", "blockquote", "ul", "ol", "table", "pre", "h1", "h2", "h
 _SKIP_TEXT_TAGS = {"script", "style", "head", "title", "template", "noscript"}
 
 
-def sanitize_html(html: str) -> str:
-    """Return `html` with scripts, active content and dangerous URLs removed."""
-    return nh3.clean(
+def sanitize_html(
+    html: str,
+    allow_remote: bool = False,
+    cid_aliases: Mapping[str, str] | None = None,
+) -> str:
+    """Return `html` with scripts, active content and dangerous URLs removed.
+
+    Remote images stay in the markup but, unless `allow_remote`, their URL moves
+    to data-remote-src so nothing loads until the user asks. `cid_aliases` maps
+    image sources that name an inline part without "cid:" (a bare Content-ID,
+    a Content-Location or a file name) to the "cid:<id>" that replaces them.
+    """
+    aliases = cid_aliases or {}
+    clean = nh3.clean(
         html,
         tags=_TAGS,
         clean_content_tags=_CLEAN_CONTENT_TAGS,
         attributes=_ATTRIBUTES,
-        attribute_filter=_filter_attribute,
+        attribute_filter=lambda tag, name, value: _filter_attribute(
+            tag, name, value, aliases
+        ),
         strip_comments=True,
         link_rel="noopener noreferrer",
         set_tag_attribute_values={"a": {"target": "_blank"}},
         url_schemes=_URL_SCHEMES,
         filter_style_properties=_STYLE_PROPERTIES,
     )
+    return clean if allow_remote else block_remote_images(clean)
 
 
-def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
-    """Drop data: URLs except raster images in <img src>."""
+def block_remote_images(html: str) -> str:
+    """Move http(s) image sources of sanitized HTML to data-remote-src."""
+    return _IMG_TAG.sub(
+        lambda tag: _REMOTE_SRC.sub(r'\1data-remote-src="\2"', tag.group(0)), html
+    )
+
+
+def show_remote_images(html: str) -> str:
+    """Undo block_remote_images: remote images in sanitized HTML load again."""
+    return _IMG_TAG.sub(lambda tag: _BLOCKED_SRC.sub(r'\1src="\2"', tag.group(0)), html)
+
+
+def has_remote_images(html: str | None) -> bool:
+    """Tell whether sanitized HTML has images that load from the network."""
+    return any(
+        _REMOTE_SRC.search(tag) or _BLOCKED_SRC.search(tag)
+        for tag in _IMG_TAG.findall(html or "")
+    )
+
+
+def referenced_content_ids(html: str | None) -> set[str]:
+    """Return the Content-IDs that sanitized HTML shows as "cid:" images."""
+    return {unquote(cid) for cid in _CID_SRC.findall(html or "")}
+
+
+def _filter_attribute(
+    tag: str, attribute: str, value: str, aliases: Mapping[str, str]
+) -> str | None:
+    """Drop unsafe URLs and styles; point bare inline-image names at their cid."""
+    if attribute == "style":
+        return _filter_style(value)
     if attribute not in _URL_ATTRIBUTES:
         return value
-    if value.strip().lower().startswith("data:"):
-        if tag == "img" and attribute == "src" and _SAFE_DATA_IMAGE.match(value):
-            return value
+    url = value.strip()
+    if tag == "img" and attribute == "src" and not _HAS_SCHEME.match(url):
+        return aliases.get(url) or aliases.get(unquote(url))
+    if url.lower().startswith("data:"):
+        if tag == "img" and attribute == "src" and _SAFE_DATA_IMAGE.match(url):
+            return url
+        return None
+    # A relative URL would resolve against Posta itself; only in-page anchors
+    # are harmless.
+    if not _HAS_SCHEME.match(url) and not url.startswith("#"):
         return None
     return value
+
+
+def _filter_style(value: str) -> str | None:
+    """Keep the style declarations that cannot load anything."""
+    kept = [
+        declaration.strip()
+        for declaration in value.split(";")
+        if declaration.strip()
+        and not any(token in declaration.lower() for token in _UNSAFE_CSS)
+    ]
+    return ";".join(kept) or None
 
 
 def html_to_text(html: str) -> str:
