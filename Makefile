@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 %.mo: %.po $(STAMP)
-	$(VENV)/bin/pybabel compile -q -i $< -o $@
+	$(VENV)/bin/pybabel compile -i $< -o $@
 
 translations: $(CATALOGS)
 
@@ -37,7 +37,7 @@ test: $(STAMP) translations
 
 bench: $(STAMP) translations
 	scripts/system-deps
-	$(VENV)/bin/python -m bench.run
+	timeout 900 $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -48,4 +48,4 @@ format: $(STAMP)
 
 extract-messages: $(STAMP)
 	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot app.py blueprints posta templates
-	$(VENV)/bin/pybabel update -q -i translations/messages.pot -d translations --no-fuzzy-matching
+	$(VENV)/bin/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
