@@ -102,9 +102,10 @@ def _init_extensions(app: Flask) -> None:
 
     @app.context_processor
     def inject_globals():
-        from blueprints.access import email_visible
+        from blueprints.access import ROLE_LABELS, email_visible
 
         return {
+            "role_labels": ROLE_LABELS,
             "workspace": Workspace.get(),
             "get_locale": get_locale,
             "email_visible": email_visible,
@@ -126,7 +127,7 @@ def _render_migration_type(type_, obj, autogen_context):
 
 
 def _register_blueprints(app: Flask) -> None:
-    from blueprints import auth, email, settings, tasks
+    from blueprints import auth, email, microsoft, plans, settings, tasks
 
-    for module in (auth, tasks, settings, email):
+    for module in (auth, tasks, settings, plans, email, microsoft):
         app.register_blueprint(module.bp)

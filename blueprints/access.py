@@ -3,9 +3,17 @@
 from functools import wraps
 
 from flask import abort
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 
-from posta.models import Workspace
+from posta.models import Role, Workspace
+
+ROLE_LABELS = {
+    Role.OWNER: _l("Owner"),
+    Role.ADMIN: _l("Admin"),
+    Role.MEMBER: _l("Member"),
+    Role.GUEST: _l("Guest"),
+}
 
 
 def admin_required(view):
