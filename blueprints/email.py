@@ -21,13 +21,15 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
 
+from blueprints import email_library
 from blueprints.access import email_required
 from posta import jobs, queue
 from posta.extensions import db
-from posta.models import Attachment, Direction, EmailAccount, Message, Task
-from posta.services import accounts, outgoing, storage
+from posta.models import Attachment, Direction, EmailAccount, Message, Task, Workspace
+from posta.services import accounts, outgoing, permissions, storage
 
 bp = Blueprint("email", __name__, url_prefix="/email")
+bp.register_blueprint(email_library.bp)
 
 SECURITY_LABELS = [
     SelectChoice("ssl", _l("SSL/TLS")),
@@ -74,7 +76,7 @@ def email_composer(task: Task) -> dict:
     """Return what the composer on a task page needs, for the current person."""
     draft = session.pop(DRAFT_KEY, None) or {}
     senders = accounts.accounts_user_may_send_from(current_user)
-    return {
+    composer = {
         "accounts": senders,
         "account_id": _int(draft.get("account_id"))
         or (senders[0].id if senders else None),
@@ -86,13 +88,18 @@ def email_composer(task: Task) -> dict:
         "max_mb": current_app.config["POSTA_MAX_UPLOAD_MB"],
         "connect_url": url_for("email.connect", task=task.id),
     }
+    return email_library.with_extras(composer, task, draft)
 
 
 @bp.get("/connect")
 @email_required
 def connect():
     """Offer the ways to connect a mailbox."""
-    return render_template("email/connect.html", task_id=_task_arg())
+    task_id = _task_arg()
+    refused = _connect_refused(task_id)
+    if refused:
+        return refused
+    return render_template("email/connect.html", task_id=task_id)
 
 
 @bp.route("/connect/exchange", methods=["GET", "POST"])
@@ -100,13 +107,21 @@ def connect():
 def connect_exchange():
     """Connect a mailbox by IMAP/SMTP with a password or app password."""
     task_id = _task_arg()
+    # ?email= names the address to reconnect, which the account limit allows.
+    refused = request.method == "GET" and _connect_refused(
+        task_id, request.args.get("email")
+    )
+    if refused:
+        return refused
     form = ExchangeForm(data={"email": request.args.get("email", "")})
     if request.method == "POST" and form.validate():
         if request.form.get("action") == "prefill":
             _prefill(form, force=True)
         else:
             try:
-                account = accounts.connect_imap_account(current_user, form.data)
+                account = accounts.connect_imap_account(
+                    current_user, form.data, from_settings=task_id is None
+                )
             except accounts.AccountError as exc:
                 _field_error(form, exc)
             else:
@@ -131,7 +146,9 @@ def send(task_id):
     task = db.get_or_404(Task, task_id)
     form = request.form
     if form.get("account_id") == ADD_NEW:
-        # Without JavaScript, picking "Add new" in the From list lands here.
+        # Without JavaScript, picking "Add new" in the From list lands here; the
+        # draft waits in the session until the connect flow comes back.
+        _keep_draft(form)
         return redirect(url_for("email.connect", task=task.id))
     try:
         message = outgoing.queue_send(
@@ -144,6 +161,7 @@ def send(task_id):
             form.get("subject", ""),
             form.get("body", ""),
             request.files.getlist("attachments"),
+            signature_id=form.get("signature_id"),
         )
     except (outgoing.OutgoingError, storage.StorageError) as exc:
         flash(str(exc), "error")
@@ -248,6 +266,17 @@ def _managed_account(account_id: int) -> EmailAccount:
     if not accounts.may_manage(current_user, account):
         abort(403)
     return account
+
+
+def _connect_refused(task_id: int | None, address: str | None = None):
+    """Return a redirect explaining why connecting is refused, or None."""
+    reason = permissions.connect_refusal(
+        current_user, Workspace.get(), address, from_settings=task_id is None
+    )
+    if reason is None:
+        return None
+    flash(str(reason), "error")
+    return redirect(_back(task_id))
 
 
 def _may_send(account) -> bool:

@@ -8,7 +8,9 @@ import logging
 
 from rq import get_current_job
 
-from posta.services import inbound, outgoing
+from posta.extensions import db
+from posta.models import AccountKind, EmailAccount
+from posta.services import graph_sync, inbound, outgoing
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,14 @@ def send_message(message_id: int) -> None:
 def sync_account(account_id: int) -> None:
     """Sync one account's folders."""
     logger.info("job sync_account(%s)%s", account_id, _job_suffix())
-    inbound.sync_account(account_id)
+    account = db.session.get(EmailAccount, account_id)
+    kind = account.kind if account else None
+    # Let go of the read before the long sync; it opens its own transactions.
+    db.session.commit()
+    if kind == AccountKind.GRAPH:
+        graph_sync.sync_account(account_id)
+    else:
+        inbound.sync_account(account_id)
 
 
 def sweep_outgoing() -> None:

@@ -21,6 +21,7 @@ from posta.mail import compose
 from posta.mail import smtp as smtp_adapter
 from posta.mail.errors import AmbiguousSendError, AuthError, MailError
 from posta.models import (
+    AccountKind,
     Attachment,
     Direction,
     EmailAccount,
@@ -28,9 +29,17 @@ from posta.models import (
     SendStatus,
     Task,
     User,
+    Workspace,
     utcnow,
 )
-from posta.services import accounts, storage
+from posta.services import (
+    accounts,
+    graph_sync,
+    permissions,
+    plans,
+    signatures,
+    storage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +69,16 @@ def queue_send(
     subject: str,
     body: str,
     attachments: list[FileStorage],
+    signature_id=None,
 ) -> Message:
     """Store a new outgoing message on the task, then nudge a worker to send it."""
     account_id = _int_or_none(account_id)
     account = db.session.get(EmailAccount, account_id) if account_id else None
-    if not accounts.may_send(user, account):
-        raise OutgoingError(_l("You may not send from that account."))
+    refusal = permissions.send_refusal(user, account)
+    workspace = Workspace.get()
+    refusal = refusal or permissions.uses_refusal(workspace)
+    if refusal:
+        raise OutgoingError(refusal)
     to_list, cc_list, bcc_list = (parse_addresses(v) for v in (to, cc, bcc))
     if not (to_list or cc_list or bcc_list):
         raise OutgoingError(_l("Add at least one recipient."))
@@ -73,6 +86,11 @@ def queue_send(
     body = (body or "").strip()
     if not body and not files:
         raise OutgoingError(_l("Write a message or attach a file."))
+    try:
+        signature = signatures.for_sending(account, _int_or_none(signature_id))
+    except signatures.SignatureError as exc:
+        raise OutgoingError(exc.message) from exc
+    text_body, html_body = signatures.signed(body, signature)
 
     parent = _latest_on_task(task.id)
     domain = account.email.rpartition("@")[2]
@@ -91,8 +109,10 @@ def queue_send(
         to_addrs=", ".join(to_list),
         cc_addrs=", ".join(cc_list),
         bcc_addrs=", ".join(bcc_list),
-        text_body=body,
+        text_body=text_body,
+        html_body=html_body,
         status=SendStatus.QUEUED.value,
+        counted_use=True,
         created_by_id=user.id,
     )
     stored = []
@@ -111,6 +131,9 @@ def queue_send(
                 )
             )
         db.session.add(message)
+        # The use is taken in the transaction that stores the message.
+        if not plans.take_use(workspace):
+            raise OutgoingError(permissions.uses_exhausted_reason(workspace))
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -132,16 +155,28 @@ def retry(user: User, message_id: int) -> Message:
     message = db.session.get(Message, message_id)
     if message is None or message.direction != Direction.OUT:
         raise OutgoingError(_l("That message does not exist."))
-    if not accounts.may_send(user, message.account):
-        raise OutgoingError(_l("You may not send from that account."))
+    refusal = permissions.send_refusal(user, message.account)
+    if refusal:
+        raise OutgoingError(refusal)
+    workspace = Workspace.get()
     result = db.session.execute(
         update(Message)
         .where(Message.id == message_id, Message.status == SendStatus.FAILED)
-        .values(status=SendStatus.QUEUED.value, error=None, claimed_at=None)
+        .values(
+            status=SendStatus.QUEUED.value,
+            error=None,
+            claimed_at=None,
+            counted_use=True,
+        )
     )
-    db.session.commit()
     if result.rowcount != 1:
+        db.session.rollback()
         raise OutgoingError(_l("This message is already queued, sending or sent."))
+    # A failed message gave its use back; sending it again takes one.
+    if not plans.take_use(workspace):
+        db.session.rollback()
+        raise OutgoingError(permissions.uses_exhausted_reason(workspace))
+    db.session.commit()
     logger.info("message %s re-queued by user %s", message_id, user.id)
     _nudge(message_id)
     db.session.refresh(message)
@@ -168,6 +203,14 @@ def deliver(message_id: int) -> None:
     account = message.account
     if account is None:
         _finish(message_id, SendStatus.FAILED, "The email account was disconnected.")
+        return
+    # The rules may have changed since the message was queued (plan, permissions).
+    refusal = permissions.delivery_refusal(message.created_by, account)
+    if refusal:
+        _finish(message_id, SendStatus.FAILED, str(refusal))
+        return
+    if account.kind == AccountKind.GRAPH:
+        _deliver_graph(message, account)
         return
     try:
         settings = accounts.smtp_settings(account)
@@ -204,6 +247,26 @@ def deliver(message_id: int) -> None:
         _finish(message_id, SendStatus.SENT, None)
 
 
+def _deliver_graph(message: Message, account: EmailAccount) -> None:
+    """Send a claimed message through Microsoft Graph; keep its ids for threading."""
+    message_id = message.id
+    mail = _outgoing_mail(message)
+    reply_to = graph_sync.reply_target(message)
+    # Attachments are read and rows let go of before Microsoft is called.
+    db.session.commit()
+    error, sent = graph_sync.send(account, mail, reply_to)
+    if sent is None:
+        _finish(message_id, SendStatus.FAILED, error)
+    else:
+        _finish(
+            message_id,
+            SendStatus.SENT,
+            None,
+            remote_id=sent.message_id,
+            conversation_id=sent.conversation_id,
+        )
+
+
 def sweep() -> None:
     """Re-nudge queued rows whose nudge was lost; fail sends stuck past the lease."""
     now = utcnow()
@@ -219,6 +282,7 @@ def sweep() -> None:
         )
         .values(status=SendStatus.FAILED.value, error=INTERRUPTED)
     )
+    plans.release_failed_uses()
     waiting = db.session.scalars(
         select(Message.id)
         .where(
@@ -288,6 +352,7 @@ def _outgoing_mail(message: Message) -> compose.OutgoingMail:
         bcc=_split(message.bcc_addrs),
         subject=message.subject,
         text=message.text_body,
+        html=message.html_body,
         message_id=message.message_id,
         in_reply_to=message.in_reply_to,
         references=message.references.split(),
@@ -303,9 +368,9 @@ def _outgoing_mail(message: Message) -> compose.OutgoingMail:
     )
 
 
-def _finish(message_id: int, status: SendStatus, error: str | None) -> None:
-    """Record the outcome of a send that this worker holds."""
-    values = {"status": status.value, "error": error[:500] if error else None}
+def _finish(message_id: int, status: SendStatus, error: str | None, **ids) -> None:
+    """Record the outcome of a send that this worker holds (and any remote ids)."""
+    values = {"status": status.value, "error": error[:500] if error else None, **ids}
     if status == SendStatus.SENT:
         values["sent_date"] = utcnow()
     # A send that outlived its lease was marked failed by the sweeper; the real
@@ -318,6 +383,10 @@ def _finish(message_id: int, status: SendStatus, error: str | None) -> None:
         )
         .values(**values)
     )
+    if status == SendStatus.SENT:
+        plans.count_sent(message_id)
+    else:
+        plans.release_failed_uses()
     db.session.commit()
     logger.info(
         "message %s %s%s", message_id, status.value, f": {error}" if error else ""
