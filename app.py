@@ -5,8 +5,8 @@ import os
 import secrets
 
 from cryptography.fernet import Fernet
-from flask import Flask, has_request_context, request
-from flask_babel import get_locale
+from flask import Flask, g, has_request_context, request
+from flask_babel import get_locale, get_translations
 from flask_login import current_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -81,6 +81,28 @@ def _select_locale():
     return request.accept_languages.best_match(["en", "it"]) or "en"
 
 
+def _translations():
+    """Return the request's catalogue, which Flask-Babel looks up for every string."""
+    if not has_request_context():
+        return get_translations()
+    found = g.get("posta_translations")
+    if found is None:
+        found = g.posta_translations = get_translations()
+    return found
+
+
+def _install_gettext(app: Flask) -> None:
+    # A page translates a few hundred strings (labels repeat on every email of
+    # the stream), and the lookup cost more than the rest of the rendering.
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _translations().ugettext(s),
+        ngettext=lambda s, p, n: _translations().ungettext(s, p, n),
+        pgettext=lambda c, s: _translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
+
+
 def _init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(
@@ -92,6 +114,7 @@ def _init_extensions(app: Flask) -> None:
     )
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_select_locale)
+    _install_gettext(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     queue.init_app(app)

@@ -14,19 +14,12 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, SelectChoice, SelectField
 
-from blueprints.access import admin_required, email_visible
+from blueprints.access import ROLE_LABELS, admin_required, email_visible
 from posta.extensions import db
 from posta.models import Invite, Role, User, Workspace, utcnow
 from posta.services import people, workspace
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
-
-ROLE_LABELS = {
-    Role.OWNER: _l("Owner"),
-    Role.ADMIN: _l("Admin"),
-    Role.MEMBER: _l("Member"),
-    Role.GUEST: _l("Guest"),
-}
 
 
 class AppsForm(FlaskForm):
@@ -41,11 +34,6 @@ class InviteForm(FlaskForm):
 
 class RoleForm(FlaskForm):
     role = SelectField(_l("Role"), validate_choice=False)
-
-
-@bp.context_processor
-def inject_role_labels():
-    return {"role_labels": ROLE_LABELS}
 
 
 @bp.get("/")

@@ -3,6 +3,7 @@
 import enum
 from datetime import UTC, datetime
 
+from flask import g, has_request_context
 from flask_login import UserMixin
 from sqlalchemy import DateTime, TypeDecorator, func, or_, select, update
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -57,8 +58,16 @@ class Workspace(db.Model):
 
     @classmethod
     def get(cls):
-        """Return the workspace, or None before first-run setup."""
-        return db.session.scalars(select(cls).limit(1)).first()
+        """Return the workspace, or None before first-run setup; one query a request."""
+        # Context processors and role checks each ask, several times a page.
+        in_request = has_request_context()
+        cached = g.get("posta_workspace") if in_request else None
+        if cached is not None and cached in db.session:
+            return cached
+        found = db.session.scalars(select(cls).limit(1)).first()
+        if in_request:
+            g.posta_workspace = found
+        return found
 
 
 class User(UserMixin, db.Model):

@@ -59,7 +59,8 @@ def test_connect_stores_encrypted_password_and_returns_to_task(
 
 def test_wrong_password_is_explained_and_nothing_is_stored(member, client_for, mailbox):
     form = mailbox.form(password="not-the-password")
-    response = client_for(member).post("/email/connect/exchange", form)
+    url = f"/email/connect/exchange?task={make_task().id}"
+    response = client_for(member).post(url, form)
     assert response.status_code == 200
     assert b"Wrong email or password" in response.data
     # The form never echoes a password back.
@@ -72,7 +73,8 @@ def test_unreachable_server_is_explained_and_nothing_is_stored(
 ):
     closed_port = free_port()
     form = mailbox.form(imap_port=str(closed_port))
-    response = client_for(member).post("/email/connect/exchange", form)
+    url = f"/email/connect/exchange?task={make_task().id}"
+    response = client_for(member).post(url, form)
     assert b"could not be reached" in response.data
     assert account_count() == 0
 
@@ -195,12 +197,13 @@ def test_prefill_button_fills_servers_without_connecting(member, client_for):
 
 def test_connect_pages_offer_both_ways_and_explain_app_passwords(member, client_for):
     client = client_for(member)
-    chooser = client.get("/email/connect?task=1")
+    task_id = make_task().id
+    chooser = client.get(f"/email/connect?task={task_id}")
     assert b"Sign in with Microsoft" in chooser.data
     assert b'aria-disabled="true"' in chooser.data
-    assert b"coming version" in chooser.data
+    assert b"An admin must configure Sign in with Microsoft first" in chooser.data
     assert b"Sign in with Exchange Server" in chooser.data
-    form = client.get("/email/connect/exchange?email=a@live.com")
+    form = client.get(f"/email/connect/exchange?email=a@live.com&task={task_id}")
     assert b"App passwords" in form.data
     assert b"may refuse app passwords" in form.data
     assert b'value="outlook.office365.com"' in form.data
@@ -228,7 +231,9 @@ def test_integration_page_lists_accounts_by_role(
     page = client_for(other).get("/email/settings")
     assert page.status_code == 200
     assert mailbox.address.encode() not in page.data
-    assert b'href="/email/connect"' in page.data
+    # Members connect from a task; Settings tells them so.
+    assert b'href="/email/connect"' not in page.data
+    assert b"Members connect a mailbox from a task" in page.data
 
     refused = client_for(other).post(f"/email/accounts/{account.id}/delete")
     assert refused.status_code == 403

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from posta import jobs
 from posta.extensions import db
-from posta.models import Message, Role, utcnow
+from posta.models import Message, Role, Workspace, utcnow
 from posta.services import outgoing, storage
 from tests.email_support import (
     connect,
@@ -277,6 +277,9 @@ def test_composer_lists_senders_or_offers_to_connect(
     assert f'data-add-url="/email/connect?task={task.id}"' in page
     assert f'value="{task.name}"' in page
 
+    # Free allows one account; Business leaves room for the other member's.
+    Workspace.get().plan = "business"
+    db.session.commit()
     other = client_for(make_user(Role.MEMBER)).get(f"/tasks/{task.id}?tab=email")
     assert b'id="connect-email"' in other.data
     assert b'id="email-form"' not in other.data

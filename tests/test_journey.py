@@ -99,9 +99,10 @@ def test_send_from_a_task_and_see_the_reply(live_server, page, dovecot, smtp):
     mail_from, rcpts, raw = smtp.messages[0]
     sent = email.message_from_bytes(raw)
     assert rcpts == ["rossi@client.test"]
-    assert sent["Subject"].startswith("Quote for Rossi") or "Quote for Rossi" in sent[
-        "Subject"
-    ]
+    assert (
+        sent["Subject"].startswith("Quote for Rossi")
+        or "Quote for Rossi" in sent["Subject"]
+    )
 
     dovecot.deliver(
         mailbox.address,

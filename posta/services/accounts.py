@@ -16,7 +16,8 @@ from posta.mail.errors import (
     TLSFailure,
     UnreachableError,
 )
-from posta.models import AccountKind, AccountStatus, EmailAccount, User
+from posta.models import AccountKind, AccountStatus, EmailAccount, User, Workspace
+from posta.services import permissions
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,17 @@ def prefill_for(address: str | None) -> dict | None:
     return None
 
 
-def connect_imap_account(user: User, form_data) -> EmailAccount:
+def connect_imap_account(
+    user: User, form_data, from_settings: bool = False
+) -> EmailAccount:
     """Check the mailbox's IMAP and SMTP logins, then save (or update) the account."""
     data = _clean(form_data)
+    try:
+        permissions.check_can_connect(
+            user, Workspace.get(), data["email"], from_settings
+        )
+    except permissions.PermissionDenied as exc:
+        raise AccountError(exc.message) from exc
     existing = db.session.scalars(
         select(EmailAccount).where(EmailAccount.email == data["email"])
     ).first()
@@ -119,27 +128,17 @@ def smtp_settings(account: EmailAccount) -> smtp.SmtpSettings:
 
 def accounts_user_may_send_from(user: User) -> list[EmailAccount]:
     """Return the accounts this person may pick in the composer's From list."""
-    accounts = db.session.scalars(
-        select(EmailAccount)
-        .where(EmailAccount.status != AccountStatus.DISABLED)
-        .order_by(EmailAccount.email)
-    ).all()
-    return [account for account in accounts if may_send(user, account)]
+    return permissions.accounts_user_may_send_from(user)
 
 
 def may_send(user: User, account: EmailAccount | None) -> bool:
     """Tell whether this person may send mail from this account."""
-    if account is None or user.is_guest or account.status == AccountStatus.DISABLED:
-        return False
-    if account.send_policy == ONLY_ME:
-        return account.connected_by_id == user.id
-    # Unknown policies deny: a new policy must be taught here first.
-    return False
+    return permissions.may_send(user, account)
 
 
 def may_manage(user: User, account: EmailAccount) -> bool:
     """Tell whether this person may see, sync or remove this account."""
-    return user.is_admin or account.connected_by_id == user.id
+    return permissions.may_manage(user, account)
 
 
 def visible_accounts(user: User) -> list[EmailAccount]:
