@@ -1,14 +1,28 @@
 """Parsing received mail, including the malformed kind, and Message-ID threading."""
 
+import base64
+import hashlib
+import os
 import random
 import sysconfig
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from posta.mail.parse import parse_message
-from posta.mail.threads import normalize_message_id, parse_id_list, reference_ids
+from posta.mail import calendar, tnef
+from posta.mail.headers import decode_header_noting, resolve_charset
+from posta.mail.parse import content_key, parse_message, parse_message_file
+from posta.mail.threads import (
+    add_task_tag,
+    find_task_tag,
+    normalize_message_id,
+    parse_id_list,
+    reference_ids,
+    strip_subject_prefixes,
+    task_tag,
+)
 from tests.mail_samples import raw_message
 
 MULTIPART = b"""\
@@ -80,8 +94,12 @@ def test_multipart_message_fields():
     assert parsed.to == [("Team", "team@posta.test"), ("", "bob@example.test")]
     assert parsed.cc == [("René", "rene@example.test")]
     assert parsed.date == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    assert parsed.text.strip() == "Schöne Grüße"
+    # The forwarded message follows the body, under a header block of its own.
+    body, forward = parsed.text.split("---------- Forwarded message ----------")
+    assert body.strip() == "Schöne Grüße"
+    assert "Subject: inner" in forward and "Inner body" in forward
     assert parsed.auto_submitted is False
+    assert parsed.auto_kind is None
 
 
 def test_html_is_sanitized():
@@ -94,7 +112,8 @@ def test_attachments_and_inline_parts():
     attachments = parse_message(MULTIPART).attachments
     by_name = {a.filename: a for a in attachments}
     logo = next(a for a in attachments if a.content_id == "logo@example.test")
-    assert logo.inline is True
+    # The HTML never shows it, so it is listed with the attachments.
+    assert logo.inline is False
     assert logo.content_type == "image/png"
     assert logo.data.startswith(b"\x89PNG")
     pdf = by_name["Übersicht Q1.pdf"]
@@ -103,7 +122,8 @@ def test_attachments_and_inline_parts():
     assert by_name["paß"].data == b"secret"
     inner = next(a for a in attachments if a.content_type == "message/rfc822")
     assert b"Inner body" in inner.data
-    assert inner.filename.endswith(".eml")
+    assert inner.filename == "inner.eml"
+    assert all(a.size == len(a.data) for a in attachments)
 
 
 def test_text_derived_from_html_only_message():
@@ -143,7 +163,9 @@ def test_encoded_words_edge_cases():
         "=?utf-8?q?caf=C3?= =?utf-8?q?=A9?=": "café",
         "Re: =?UTF-8?Q?Caf=C3=A9?= time": "Re: Café time",
         "=?unknown-charset?q?plain?=": "plain",
+        # Nothing of this decodes to text, so the word is kept as it was.
         "=?utf-8?b?!!!notbase64?=": "=?utf-8?b?!!!notbase64?=",
+        "=?utf-8?b?w6k?=": "é",
         "=?utf-8*en?q?lang_tag?=": "lang tag",
         "=?windows-1252?q?=93quoted=94?=": "\u201cquoted\u201d",
     }
@@ -236,6 +258,34 @@ def test_cpython_samples_and_truncations_never_raise():
     assert parsed > 50
 
 
+@pytest.mark.parametrize(
+    ("label", "codec"),
+    [
+        ("gb2312", "gb18030"),
+        ("GBK", "gb18030"),
+        ("ks_c_5601-1987", "cp949"),
+        ("windows-874", "cp874"),
+        ("iso-8859-8-i", "iso8859-8"),
+        ("unicode-1-1-utf-7", "utf-7"),
+        ("x-unknown", "utf-8"),
+        ('"ISO-8859-1"', "cp1252"),
+        ("us-ascii", "utf-8"),
+        ("shift_jis", "cp932"),
+        ("x-no-such-charset", None),
+    ],
+)
+def test_charset_labels_resolve(label, codec):
+    assert resolve_charset(label) == codec
+
+
+def test_header_decoding_notes_what_it_repaired():
+    assert decode_header_noting("=?utf-8?q?fine?=") == ("fine", [])
+    text, notes = decode_header_noting("=?x-bogus?q?caf=E9?=")
+    assert text == "café" and notes == ["unknown charset 'x-bogus'"]
+    text, notes = decode_header_noting("=?utf-8?b?w6nDqQ=?=")
+    assert text == "éé" and notes == ["broken base64 in encoded word"]
+
+
 def test_normalize_message_id():
     assert normalize_message_id(" <a@b.test> ") == "<a@b.test>"
     assert normalize_message_id("a@b.test") == "<a@b.test>"
@@ -244,6 +294,9 @@ def test_normalize_message_id():
     assert normalize_message_id("") is None
     assert normalize_message_id(None) is None
     assert normalize_message_id("no id here") is None
+    assert normalize_message_id("<open@example.test") == "<open@example.test>"
+    assert normalize_message_id("id@host.test (Exchange)") == "<id@host.test>"
+    assert normalize_message_id("<>") is None
 
 
 def test_parse_id_list_dedupes_in_order():
@@ -256,3 +309,164 @@ def test_reference_ids_most_recent_first():
     assert reference_ids(None, "<root@x> <mid@x>") == ["<mid@x>", "<root@x>"]
     assert reference_ids("parent@x", None) == ["<parent@x>"]
     assert reference_ids(None, None) == []
+
+
+@pytest.mark.parametrize(
+    ("subject", "base"),
+    [
+        ("Re: AW: Fwd: Budget", "Budget"),
+        ("RE[2]: Re(3): Re^4: Budget", "Budget"),
+        ("SV: VS: Rif: R: TR: WG: FW: RV: Budget", "Budget"),
+        ("Réf : Antw: Doorst: Budget", "Budget"),
+        ("[dev-list] Re: [T-7] Budget", "Budget"),
+        ("回复：Budget", "Budget"),
+        ("Re:Budget  plan", "Budget plan"),
+        ("Reply needed", "Reply needed"),
+        ("Resume: R2D2 Fwdable", "Resume: R2D2 Fwdable"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_strip_subject_prefixes(subject, base):
+    assert strip_subject_prefixes(subject) == base
+
+
+def test_task_tags():
+    assert task_tag(42) == "[T-42]"
+    assert find_task_tag("Re: [t-42] Budget") == 42
+    assert find_task_tag("Re: [T-] Budget [T-x]") is None
+    assert find_task_tag(None) is None
+    tagged = add_task_tag("Budget", 42)
+    assert tagged == "[T-42] Budget"
+    assert add_task_tag(tagged, 42) == tagged
+    assert add_task_tag("Re: [T-41] Budget", 42) == "Re: [T-42] Budget"
+    assert add_task_tag("", 5) == "[T-5]"
+
+
+def test_calendar_reader_is_tolerant():
+    ics = (
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY;LANGUAGE=de:Kick\\, off\n"
+        "DTSTART;VALUE=DATE:20240506\nDTEND;VALUE=DATE:20240507\n"
+        "LOCATION:Caf\n \u00e9 \\n Hof\nX-BROKEN LINE WITHOUT COLON\n"
+        "DTSTAMP:garbage\nEND:VEVENT\nBEGIN:VEVENT\nSUMMARY:Call\n"
+        'DTSTART;TZID="W. Europe Standard Time":20240507T090000\n'
+        "DTSTART;TZID=America/New_York:20240507T090000\nEND:VEVENT\n"
+    )
+    first, second = calendar.parse_events(ics)
+    assert first.summary == "Kick, off"
+    assert (first.start, first.end) == (date(2024, 5, 6), date(2024, 5, 7))
+    assert first.location == "Café \n Hof"
+    assert second.start == datetime(2024, 5, 7, 9, tzinfo=ZoneInfo("America/New_York"))
+    summary = calendar.summarize(ics)
+    assert "Meeting: Kick, off\nWhen: 2024-05-06 – 2024-05-07" in summary
+    assert "Meeting: Call\nWhen: 2024-05-07 09:00 (America/New_York)" in summary
+    assert calendar.summarize("not a calendar") == ""
+
+
+def test_rtf_decompression_matches_the_ms_oxrtfcp_example():
+    compressed = bytes.fromhex(
+        "2d0000002b0000004c5a4675f1c5c7a703000a0072637067313235423"
+        "20af32068656c090020627705b06c647d0a800fa0"
+    )
+    rtf = tnef.decompress_rtf(compressed)
+    assert rtf == b"{\\rtf1\\ansi\\ansicpg1252\\pard hello world}\r\n"
+    assert tnef.rtf_to_text(rtf) == ("hello world", None)
+    with pytest.raises(ValueError):
+        tnef.decompress_rtf(b"short")
+
+
+def test_rtf_with_encapsulated_html():
+    rtf = (
+        rb"{\rtf1\ansi\ansicpg1252\fromhtml1 {\fonttbl{\f0 Arial;}}"
+        rb"{\*\htmltag64 <html><body>}\htmlrtf {\b RTF only\htmlrtf0 "
+        rb"{\*\htmltag84 <b>}Gr\'fc\'dfe{\*\htmltag92 </b>}\htmlrtf }\htmlrtf0 "
+        rb"{\*\htmltag </body></html>}}"
+    )
+    assert tnef.rtf_to_text(rtf) == ("", "<html><body><b>Grüße</b></body></html>")
+
+
+def test_broken_tnef_stays_an_attachment():
+    raw = (
+        b"From: a@example.test\nSubject: x\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain'
+        b"\n\nBody\n--b\nContent-Type: application/ms-tnef; name=winmail.dat\n"
+        b"Content-Transfer-Encoding: base64\n\nbm90IHRuZWY=\n--b--\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.text.strip() == "Body"
+    assert [a.filename for a in parsed.attachments] == ["winmail.dat"]
+    assert any(defect.startswith("tnef:") for defect in parsed.defects)
+
+
+def write_big_message(path: Path, data: bytes) -> None:
+    """Write a message carrying `data` as a base64 attachment, in slices."""
+    with path.open("wb") as out:
+        out.write(
+            b"From: a@example.test\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"Content-Type: text/plain\r\n\r\nSee attachment.\r\n--b\r\n"
+            b"Content-Type: application/zip\r\n"
+            b'Content-Disposition: attachment; filename="big.zip"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+        )
+        for start in range(0, len(data), 57 * 1024):
+            chunk = base64.encodebytes(data[start : start + 57 * 1024])
+            out.write(chunk.replace(b"\n", b"\r\n"))
+        out.write(b"--b--\r\n")
+
+
+def test_30_mb_attachment_is_spooled_intact(tmp_path):
+    data = random.Random(5).randbytes(30 * 1024 * 1024 + 7)
+    path = tmp_path / "big.eml"
+    write_big_message(path, data)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    parsed = parse_message_file(str(path), str(spool))
+    assert parsed.text.strip() == "See attachment."
+    (attachment,) = parsed.attachments
+    assert (attachment.filename, attachment.data, attachment.size) == (
+        "big.zip",
+        b"",
+        len(data),
+    )
+    assert Path(attachment.path).parent == spool
+    digest = hashlib.sha256(Path(attachment.path).read_bytes()).hexdigest()
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert parsed.dedupe_key == content_key(path.read_bytes())
+
+
+def test_spool_header_in_received_mail_is_not_trusted(tmp_path):
+    raw = (
+        b"From: a@example.test\nSubject: x\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain'
+        b"\n\nBody\n--b\nContent-Type: application/pdf; name=a.pdf\n"
+        b"X-Posta-Spool: 0\n\n%PDF-1.4 small\n--b--\n"
+    )
+    path = tmp_path / "m.eml"
+    path.write_bytes(raw)
+    parsed = parse_message_file(str(path), str(tmp_path), threshold=4)
+    (attachment,) = parsed.attachments
+    assert attachment.path and Path(attachment.path).read_bytes() == b"%PDF-1.4 small"
+    assert parse_message(raw).attachments[0].path is None
+
+
+def test_spooling_keeps_crlf_and_odd_structure(tmp_path):
+    payload = os.urandom(3000)
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=outer\r\n\r\npreamble\r\n"
+        b"--outer\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n"
+        b"--inner\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        # The inner multipart is never closed; the outer boundary ends it.
+        b"--outer\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(payload).replace(b"\n", b"\r\n")
+        + b"--outer--\r\nepilogue\r\n"
+    )
+    path = tmp_path / "m.eml"
+    path.write_bytes(raw)
+    spooled = parse_message_file(str(path), str(tmp_path), threshold=100)
+    in_memory = parse_message(raw)
+    assert spooled.text == in_memory.text == "hello"
+    assert Path(spooled.attachments[0].path).read_bytes() == payload
+    assert in_memory.attachments[0].data == payload
+    assert spooled.dedupe_key == in_memory.dedupe_key

@@ -1,8 +1,11 @@
 """Build outgoing messages as RFC 5322 bytes ready for SMTP."""
 
+import base64
+import binascii
 import email.utils
 import logging
 import mimetypes
+import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,6 +13,8 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
+
+from posta.mail.threads import strip_subject_prefixes
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +34,13 @@ _MANAGED_HEADERS = {
     "mime-version",
     "content-type",
     "content-transfer-encoding",
+    "thread-index",
+    "thread-topic",
 }
+# FILETIME counts 100 ns ticks since 1601-01-01 UTC.
+_FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
+_THREAD_INDEX_HEADER = 22
+_THREAD_INDEX_CHILD = 5
 
 
 @dataclass
@@ -59,11 +70,67 @@ class OutgoingMail:
     attachments: list[OutgoingAttachment] = field(default_factory=list)
     date: datetime | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
+    thread_index: str | None = None
 
 
 def make_message_id(domain: str) -> str:
     """Return a new globally unique Message-ID such as "<random@domain>"."""
     return f"<{secrets.token_urlsafe(24)}@{domain.strip().lower()}>"
+
+
+def thread_index(parent: str | None, now: datetime | None = None) -> str:
+    """Return a base64 Outlook Thread-Index: a new one, or `parent`'s next reply.
+
+    Layout per MS-OXOMSG 2.2.1.3 (PidTagConversationIndex): a 22-byte header
+    (0x01, the 40 high bits of a FILETIME, a random GUID) and one 5-byte child
+    block per reply (delta code, 31 bits of time since the header, random).
+    A parent that is not a valid index starts a new conversation.
+    """
+    ticks = _filetime(now or datetime.now(UTC))
+    parent_bytes = _decode_thread_index(parent)
+    if parent_bytes is None:
+        header = b"\x01" + (ticks >> 24).to_bytes(5, "big") + os.urandom(16)
+        return base64.b64encode(header).decode("ascii")
+    delta = max(ticks - _header_ticks(parent_bytes), 0)
+    # Deltas under about 1.7 years keep finer resolution (delta code 0).
+    if delta & 0x00FE_0000_0000_0000 == 0:
+        block = (delta >> 18) & 0x7FFF_FFFF
+    else:
+        block = 0x8000_0000 | ((delta >> 23) & 0x7FFF_FFFF)
+    child = block.to_bytes(4, "big") + os.urandom(1)
+    return base64.b64encode(parent_bytes + child).decode("ascii")
+
+
+def _filetime(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elapsed = moment - _FILETIME_EPOCH
+    return (elapsed.days * 86_400 + elapsed.seconds) * 10_000_000 + (
+        elapsed.microseconds * 10
+    )
+
+
+def _decode_thread_index(value: str | None) -> bytes | None:
+    try:
+        data = base64.b64decode("".join((value or "").split()), validate=True)
+    except binascii.Error:
+        return None
+    size = len(data)
+    if size < _THREAD_INDEX_HEADER or (size - _THREAD_INDEX_HEADER) % 5:
+        return None
+    return data
+
+
+def _header_ticks(index: bytes) -> int:
+    """Return the FILETIME an index header was made at.
+
+    Current Exchange and Outlook write 0x01 then FILETIME >> 24; older Outlook
+    wrote the six high bytes of FILETIME (FILETIME >> 16), whose first byte is
+    also 0x01 today. A second byte of 0x01 can only be the newer layout.
+    """
+    if index[1] == 0x01:
+        return int.from_bytes(index[1:6], "big") << 24
+    return int.from_bytes(index[0:6], "big") << 16
 
 
 def recipients(mail: OutgoingMail) -> list[str]:
@@ -89,6 +156,10 @@ def build_message(mail: OutgoingMail) -> bytes:
         msg["In-Reply-To"] = mail.in_reply_to
     if mail.references:
         msg["References"] = " ".join(mail.references)
+    if mail.thread_index:
+        # Outlook groups a conversation by these two, not by References.
+        msg["Thread-Index"] = mail.thread_index
+        msg["Thread-Topic"] = strip_subject_prefixes(mail.subject) or mail.subject
     for name, value in mail.extra_headers.items():
         if name.lower() in _MANAGED_HEADERS:
             raise ValueError(f"extra_headers may not set {name}")

@@ -114,6 +114,8 @@ def sanitize_html(
 
 def block_remote_images(html: str) -> str:
     """Move http(s) image sources of sanitized HTML to data-remote-src."""
+    if "<img" not in html:
+        return html
     return _IMG_TAG.sub(
         lambda tag: _REMOTE_SRC.sub(r'\1data-remote-src="\2"', tag.group(0)), html
     )
@@ -126,15 +128,19 @@ def show_remote_images(html: str) -> str:
 
 def has_remote_images(html: str | None) -> bool:
     """Tell whether sanitized HTML has images that load from the network."""
+    if not html or "<img" not in html:
+        return False
     return any(
         _REMOTE_SRC.search(tag) or _BLOCKED_SRC.search(tag)
-        for tag in _IMG_TAG.findall(html or "")
+        for tag in _IMG_TAG.findall(html)
     )
 
 
 def referenced_content_ids(html: str | None) -> set[str]:
     """Return the Content-IDs that sanitized HTML shows as "cid:" images."""
-    return {unquote(cid) for cid in _CID_SRC.findall(html or "")}
+    if not html or "cid:" not in html.lower():
+        return set()
+    return {unquote(cid) for cid in _CID_SRC.findall(html)}
 
 
 def _filter_attribute(

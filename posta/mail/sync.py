@@ -16,8 +16,16 @@ What one pass (``sync_folder``) does:
    pass works on a snapshot; mail arriving meanwhile is the next pass's.
 5. For each batch of UIDs: one UID FETCH of the threading headers and sizes, then
    ``wanted(headers)`` (the caller's short database lookup) picks the UIDs worth a
-   body, those bodies are fetched in batched, size-bounded UID FETCH commands,
-   parsed, and yielded as a SyncBatch.
+   body, those bodies are fetched in batched, count- and size-bounded UID FETCH
+   commands, parsed, and yielded one body group at a time as a SyncBatch.
+
+The network overlaps the work: one thread of the pass's own issues every IMAP
+command in order, fetching the next body group (and the next header batch)
+while the caller parses and stores the current one. So `wanted` for a header
+batch may run before the previous batch's last group is stored; the caller
+must remember what it picked in this pass (see services/inbound.py). At most
+two body groups are in memory at once. The caller's database transactions never
+wait on the network: its thread only waits between them.
 
 The cursor (FolderState) moves with the batches. Each SyncBatch.state is the
 cursor after that batch and must be committed in the same transaction as the
@@ -35,7 +43,9 @@ Nothing here touches the database; it takes and yields plain data.
 """
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from posta.mail.imap import FolderStatus, HeaderInfo, ImapSession
@@ -86,21 +96,86 @@ def sync_folder(
     if not uids:
         yield SyncBatch([], [], _cursor(state.name, status, last_uid, final=True))
         return
-    for start in range(0, len(uids), batch_size):
-        chunk = uids[start : start + batch_size]
-        final = start + batch_size >= len(uids)
-        headers = session.fetch_headers(chunk)
+    chunks = [uids[i : i + batch_size] for i in range(0, len(uids), batch_size)]
+    net = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch")
+    try:
+        yield from _pipelined(net, session, state.name, status, chunks, wanted, where)
+    finally:
+        # Drop what is queued; a command already on the wire finishes first.
+        net.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class _Step:
+    """One body group of a header batch and the cursor that follows it."""
+
+    headers: list[HeaderInfo]
+    uids: list[int]
+    last_uid: int
+    final: bool
+
+
+def _pipelined(
+    net: ThreadPoolExecutor,
+    session: ImapSession,
+    name: str,
+    status: FolderStatus,
+    chunks: list[list[int]],
+    wanted: Callable[[list[HeaderInfo]], set[int]],
+    where: str,
+) -> Iterator[SyncBatch]:
+    """Yield each body group parsed while the next one is fetched on `net`."""
+    next_headers = net.submit(session.fetch_headers, chunks[0])
+    in_flight: deque[tuple[_Step, Future]] = deque()
+    for index, chunk in enumerate(chunks):
+        headers = next_headers.result()
+        if index + 1 < len(chunks):
+            next_headers = net.submit(session.fetch_headers, chunks[index + 1])
         picked = set(wanted(headers)) & {header.uid for header in headers}
-        messages = list(_read_bodies(session, headers, picked))
-        cursor = _cursor(state.name, status, chunk[-1], final)
-        logger.info(
-            "Sync %s: batch up to uid %d, %d headers, %d bodies",
-            where,
-            chunk[-1],
-            len(headers),
-            len(messages),
-        )
-        yield SyncBatch(headers, messages, cursor)
+        final = index + 1 == len(chunks)
+        for step in _steps(chunk, headers, picked, final):
+            in_flight.append((step, net.submit(_fetch, session, step.uids)))
+            if len(in_flight) > 1:
+                yield _parsed(name, status, *in_flight.popleft(), where)
+    while in_flight:
+        yield _parsed(name, status, *in_flight.popleft(), where)
+
+
+def _steps(
+    chunk: list[int], headers: list[HeaderInfo], picked: set[int], final: bool
+) -> Iterator[_Step]:
+    """Split a header batch into body groups; the last one carries the chunk end."""
+    groups = list(_body_groups([h for h in headers if h.uid in picked]))
+    if not groups:
+        yield _Step(headers, [], chunk[-1], final)
+        return
+    done = 0
+    for number, group in enumerate(groups):
+        last = number + 1 == len(groups)
+        end = chunk[-1] if last else group[-1]
+        covered = [h for h in headers[done:] if h.uid <= end]
+        done += len(covered)
+        yield _Step(covered, group, end, final and last)
+
+
+def _fetch(session: ImapSession, uids: list[int]) -> list[tuple[int, bytes]]:
+    return list(session.fetch_bodies(uids, chunk=len(uids))) if uids else []
+
+
+def _parsed(
+    name: str, status: FolderStatus, step: _Step, bodies: Future, where: str
+) -> SyncBatch:
+    messages = [(uid, parse_message(raw)) for uid, raw in bodies.result()]
+    logger.info(
+        "Sync %s: batch up to uid %d, %d headers, %d bodies",
+        where,
+        step.last_uid,
+        len(step.headers),
+        len(messages),
+    )
+    return SyncBatch(
+        step.headers, messages, _cursor(name, status, step.last_uid, step.final)
+    )
 
 
 def _is_idle(state: FolderState, status: FolderStatus) -> bool:
@@ -151,15 +226,6 @@ def _cursor(name: str, status: FolderStatus, last_uid: int, final: bool) -> Fold
         last_uid=last_uid,
         uidnext=status.uidnext if final else None,
     )
-
-
-def _read_bodies(
-    session: ImapSession, headers: list[HeaderInfo], picked: set[int]
-) -> Iterator[tuple[int, ParsedMessage]]:
-    """Fetch and parse the picked messages in count- and size-bounded groups."""
-    for group in _body_groups([h for h in headers if h.uid in picked]):
-        for uid, raw in session.fetch_bodies(group, chunk=len(group)):
-            yield uid, parse_message(raw)
 
 
 def _body_groups(headers: list[HeaderInfo]) -> Iterator[list[int]]:
