@@ -1,6 +1,8 @@
 """The Email add-on's pages: connect accounts, send from tasks, show mail."""
 
 import email.utils
+import re
+from urllib.parse import unquote
 
 from flask import (
     Blueprint,
@@ -18,6 +20,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
 
@@ -25,8 +28,17 @@ from blueprints import email_library
 from blueprints.access import email_required
 from posta import jobs, queue
 from posta.extensions import db
-from posta.models import Attachment, Direction, EmailAccount, Message, Task, Workspace
-from posta.services import accounts, outgoing, permissions, storage
+from posta.mail.sanitize import has_remote_images, show_remote_images
+from posta.models import (
+    Attachment,
+    Direction,
+    EmailAccount,
+    Message,
+    Task,
+    User,
+    Workspace,
+)
+from posta.services import accounts, linking, outgoing, permissions, storage
 
 bp = Blueprint("email", __name__, url_prefix="/email")
 bp.register_blueprint(email_library.bp)
@@ -41,8 +53,19 @@ DRAFT_KEY = "email_draft"
 DRAFT_FIELDS = ("account_id", "to", "cc", "bcc", "subject", "body")
 # The session is a cookie: browsers drop cookies over 4 KB, logging the person out.
 MAX_DRAFT_CHARS = 2000
-# Sanitized mail HTML is still foreign content: no scripts, no network, no origin.
-BODY_CSP = "default-src 'none'; img-src cid: data:; style-src 'unsafe-inline'; sandbox"
+# Sanitized mail HTML is still foreign content: no scripts, no origin, and no
+# network but its own inline images; links may open (unsandboxed) new tabs.
+_BODY_BASE = "default-src 'none'; style-src 'unsafe-inline'; "
+_BODY_SANDBOX = "sandbox allow-popups allow-popups-to-escape-sandbox"
+BODY_CSP = f"{_BODY_BASE}img-src 'self' data:; {_BODY_SANDBOX}"
+# With "Show images", for that one response.
+BODY_CSP_IMAGES = f"{_BODY_BASE}img-src 'self' data: https: http:; {_BODY_SANDBOX}"
+# Raster types only: an SVG is a document that can carry script.
+INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"}
+_CID_SRC = re.compile(r'(\ssrc=")cid:([^"]*)"', re.IGNORECASE)
+MOVE_CHOICES = 50
+# How long the image links of a rendered body keep working.
+INLINE_URL_SECONDS = 3600
 
 
 # The service owns validation, so its messages are the ones people see; the form
@@ -69,7 +92,12 @@ class ExchangeForm(FlaskForm):
 @bp.app_context_processor
 def inject_email_helpers():
     """Let the task page's templates build the composer and Retry buttons."""
-    return {"email_composer": email_composer, "email_may_send": _may_send}
+    return {
+        "email_composer": email_composer,
+        "email_may_send": _may_send,
+        "email_move_targets": _move_targets,
+        "email_remote_images": has_remote_images,
+    }
 
 
 def email_composer(task: Task) -> dict:
@@ -187,6 +215,36 @@ def retry(message_id):
     return redirect(_task_url(message.task_id, f"message-{message_id}"))
 
 
+@bp.post("/messages/<int:message_id>/move")
+@email_required
+def move_message(message_id):
+    """Move a received email to another task."""
+    message = _visible_message(message_id)
+    source = message.task_id
+    target = request.form.get("task_ref", "").strip() or request.form.get("task", "")
+    try:
+        linking.move(current_user, message_id, target)
+    except linking.LinkError as exc:
+        flash(str(exc), "error")
+        return redirect(_task_url(source, f"message-{message_id}"))
+    flash(_("Email moved to %(task)s.", task=message.task.name), "success")
+    return redirect(_task_url(message.task_id, f"message-{message_id}"))
+
+
+@bp.post("/messages/<int:message_id>/split")
+@email_required
+def split_message(message_id):
+    """Make a new task from a received email."""
+    message = _visible_message(message_id)
+    try:
+        task = linking.split(current_user, message_id)
+    except linking.LinkError as exc:
+        flash(str(exc), "error")
+        return redirect(_task_url(message.task_id, f"message-{message_id}"))
+    flash(_("New task %(task)s made from the email.", task=task.name), "success")
+    return redirect(_task_url(task.id, f"message-{message_id}"))
+
+
 @bp.get("/messages/<int:message_id>/body")
 @email_required
 def message_body(message_id):
@@ -194,10 +252,16 @@ def message_body(message_id):
     message = _visible_message(message_id)
     if not message.html_body:
         abort(404)
-    response = current_app.response_class(
-        message.html_body, mimetype="text/html; charset=utf-8"
+    html = _inline_images(message)
+    images = request.args.get("images") == "1"
+    if images:
+        html = show_remote_images(html)
+    response = current_app.response_class(html, mimetype="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = (
+        BODY_CSP_IMAGES if images else BODY_CSP
     )
-    response.headers["Content-Security-Policy"] = BODY_CSP
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -213,6 +277,25 @@ def attachment(attachment_id):
         mimetype=item.content_type,
         as_attachment=True,
         download_name=item.filename,
+        conditional=False,
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.get("/attachments/<int:attachment_id>/inline")
+def inline_image(attachment_id):
+    """Serve an inline image of a message on a task, for its HTML body."""
+    _refuse_inline_viewer(attachment_id)
+    item = db.get_or_404(Attachment, attachment_id)
+    _visible_message(item.message_id)
+    if item.content_type.lower() not in INLINE_IMAGE_TYPES:
+        abort(404)
+    response = send_file(
+        storage.path_for(item.storage_key),
+        mimetype=item.content_type.lower(),
         conditional=False,
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -259,6 +342,61 @@ def _visible_message(message_id: int) -> Message:
     if message.task_id is None:
         abort(404)
     return message
+
+
+def _inline_images(message: Message) -> str:
+    """Point the body's "cid:" images at their inline-image URLs."""
+    signer = _inline_signer()
+    urls = {
+        item.content_id: url_for(
+            "email.inline_image",
+            attachment_id=item.id,
+            t=signer.dumps([item.id, current_user.id]),
+        )
+        for item in message.attachments
+        if item.content_id
+    }
+
+    def replace(match: re.Match) -> str:
+        url = urls.get(unquote(match.group(2)))
+        # An image whose part is missing shows nothing rather than a dead cid:.
+        return f'{match.group(1)}{url}"' if url else f'{match.group(1)}"'
+
+    return _CID_SRC.sub(replace, message.html_body)
+
+
+def _inline_signer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="posta-inline-image")
+
+
+def _refuse_inline_viewer(attachment_id: int) -> None:
+    """Abort unless a non-guest asks, signed in or through a link made for them.
+
+    The sandboxed body has an opaque origin, so the browser sends its image
+    requests without the SameSite session cookie; the body instead links each
+    image with a short-lived token naming the attachment and the viewer.
+    """
+    workspace = Workspace.get()
+    if workspace is None or not workspace.email_enabled:
+        abort(404)
+    user = current_user if current_user.is_authenticated else None
+    if user is None and "t" not in request.args:
+        abort(current_app.login_manager.unauthorized())
+    if user is None:
+        try:
+            signed_for, user_id = _inline_signer().loads(
+                request.args.get("t", ""), max_age=INLINE_URL_SECONDS
+            )
+        except (BadData, ValueError, TypeError):
+            abort(403)
+        user = db.session.get(User, user_id) if signed_for == attachment_id else None
+    if user is None or not user.is_active or user.is_guest:
+        abort(403)
+
+
+def _move_targets() -> list[Task]:
+    """Return the open tasks offered by "Move to task"."""
+    return linking.move_targets(MOVE_CHOICES)
 
 
 def _managed_account(account_id: int) -> EmailAccount:

@@ -75,7 +75,8 @@ def editors_only(view):
 
 @bp.context_processor
 def inject_status_labels():
-    return {"status_labels": STATUS_LABELS}
+    # Translated once here, not again for every row that shows a status.
+    return {"status_labels": {s: str(label) for s, label in STATUS_LABELS.items()}}
 
 
 @bp.get("/")
@@ -177,12 +178,13 @@ def show_task(task_id):
     )
     form.assignees.choices = _people_choices(task.assignees)
     tab = "email" if show_email and request.args.get("tab") == "email" else "comment"
+    page = request.args.get("page", 1, type=int)
     return render_template(
         "tasks/task.html",
         task=task,
         form=form,
         comment_form=CommentForm(formdata=None),
-        stream=tasks.activity(task, include_email=show_email),
+        stream=tasks.activity(task, include_email=show_email, page=page),
         show_email=show_email,
         tab=tab,
     )

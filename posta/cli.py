@@ -1,5 +1,6 @@
 """Command-line interface: `flask --app app users|email|worker ...`."""
 
+import signal
 import sys
 import time
 
@@ -62,6 +63,28 @@ def _enqueue_syncs() -> int:
         queue.enqueue(jobs.sync_account, account.id, job_id=f"sync-{account.id}")
     queue.enqueue(jobs.sweep_outgoing)
     return len(accounts)
+
+
+@email_cli.command("watch")
+@click.option(
+    "--poll",
+    "poll_seconds",
+    type=float,
+    default=30.0,
+    help="Seconds between polls on servers without IDLE (or with --no-idle).",
+)
+@click.option("--no-idle", is_flag=True, help="Poll even where the server has IDLE.")
+def watch(poll_seconds, no_idle):
+    """Keep one IMAP session per account and import new mail as it arrives."""
+    from posta.services.watch import Watcher
+
+    watcher = Watcher(
+        current_app._get_current_object(), poll_seconds, use_idle=not no_idle
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: watcher.stop())
+    click.echo("watching; stop with Ctrl-C or SIGTERM")
+    watcher.run()
 
 
 @click.command("worker")

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def send_message(message_id: int) -> None:
-    """Send one queued outgoing message."""
+    """Send a queued message, then the rest of its account's queue."""
     logger.info("job send_message(%s)%s", message_id, _job_suffix())
     outgoing.deliver(message_id)
 

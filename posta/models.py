@@ -305,13 +305,20 @@ class SendStatus(enum.StrEnum):
 class Message(db.Model):
     """An email on a task: one we send (outgoing queue row) or one we received."""
 
-    __table_args__ = (db.UniqueConstraint("account_id", "dedupe_key"),)
+    __table_args__ = (
+        db.UniqueConstraint("account_id", "dedupe_key"),
+        # Covers a task's stream order and its latest mail, which would otherwise
+        # read every row of the task, bodies and all.
+        db.Index(
+            "ix_message_task_time", "task_id", "created_at", "sent_date", "direction"
+        ),
+    )
 
     id = db.Column(db.Integer, primary_key=True)
     account_id = db.Column(
         db.ForeignKey("email_account.id", ondelete="SET NULL"), index=True
     )
-    task_id = db.Column(db.ForeignKey("task.id", ondelete="CASCADE"), index=True)
+    task_id = db.Column(db.ForeignKey("task.id", ondelete="CASCADE"))
     direction = db.Column(db.String(3), nullable=False)
     message_id = db.Column(db.String(998), index=True)
     dedupe_key = db.Column(db.String(998), nullable=False)
@@ -338,12 +345,21 @@ class Message(db.Model):
     # Graph's ids: the item in the mailbox and its Exchange conversation.
     remote_id = db.Column(db.String(255))
     conversation_id = db.Column(db.String(255), index=True)
+    # Outlook's Thread-Index: as received, or the one we sent (which extends it).
+    thread_index = db.Column(db.String(255))
+    # Why a received message is on its task; see posta.services.linking.
+    link_reason = db.Column(db.String(16))
+    # Who moved it there, for "moved" and "split".
+    linked_by_id = db.Column(db.ForeignKey("user.id", ondelete="SET NULL"))
+    # Machine mail: "auto_reply" or "bounce" (posta.mail.autoreply).
+    auto_kind = db.Column(db.String(16))
     created_by_id = db.Column(db.ForeignKey("user.id"))
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     account = db.relationship("EmailAccount")
     task = db.relationship("Task")
-    created_by = db.relationship("User")
+    created_by = db.relationship("User", foreign_keys=[created_by_id])
+    linked_by = db.relationship("User", foreign_keys=[linked_by_id])
     attachments = db.relationship(
         "Attachment",
         back_populates="message",
@@ -354,15 +370,24 @@ class Message(db.Model):
     @classmethod
     def task_for_references(cls, ids: list[str]):
         """Return the task id of the first referenced message that is on a task."""
-        if not ids:
-            return None
-        rows = db.session.execute(
-            select(cls.message_id, cls.task_id)
-            .where(cls.message_id.in_(ids))
-            .where(cls.task_id.is_not(None))
-        ).all()
-        by_id = {mid: task_id for mid, task_id in rows}
+        by_id = cls.tasks_by_message_id(ids)
         return next((by_id[i] for i in ids if i in by_id), None)
+
+    @classmethod
+    def tasks_by_message_id(cls, ids) -> dict[str, int]:
+        """Map each of these Message-IDs that is on a task to that task's id."""
+        ids = sorted(set(ids))
+        by_id: dict[str, int] = {}
+        # Chunked: one IN list per header batch could pass SQLite's variable limit.
+        for start in range(0, len(ids), 500):
+            by_id.update(
+                db.session.execute(
+                    select(cls.message_id, cls.task_id)
+                    .where(cls.message_id.in_(ids[start : start + 500]))
+                    .where(cls.task_id.is_not(None))
+                ).all()
+            )
+        return by_id
 
     @classmethod
     def task_for_conversation(cls, account_id: int, conversation_id: str | None):

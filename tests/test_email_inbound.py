@@ -7,7 +7,7 @@ from flask import current_app
 
 from posta import jobs
 from posta.extensions import db
-from posta.models import EmailAccount, MailFolder, Role, utcnow
+from posta.models import EmailAccount, MailFolder, Message, Role, utcnow
 from posta.services import outgoing, storage
 from tests.email_support import (
     connect,
@@ -87,16 +87,15 @@ def test_reply_lands_on_the_task_with_text_html_and_attachments(
     client = client_for(member)
     page = client.get(f"/tasks/{task.id}").data.decode()
     assert "Thanks, the quote is fine." in page
-    assert (
-        f'<iframe class="email-html" sandbox src="/email/messages/{reply.id}/body"'
-        in (page)
-    )
+    assert f'src="/email/messages/{reply.id}/body"' in page
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in page
     assert f'href="/email/attachments/{attachment.id}"' in page
 
     body = client.get(f"/email/messages/{reply.id}/body")
     assert body.status_code == 200
     assert body.headers["Content-Security-Policy"] == (
-        "default-src 'none'; img-src cid: data:; style-src 'unsafe-inline'; sandbox"
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "sandbox allow-popups allow-popups-to-escape-sandbox"
     )
     assert body.mimetype == "text/html"
     assert b"<b>the quote</b>" in body.data
@@ -205,3 +204,38 @@ def test_mail_of_a_deleted_account_stays_on_its_task(
     client_for(member).post(f"/email/accounts/{account.id}/delete")
     assert db.session.get(EmailAccount, account.id) is None
     assert [m.account_id for m in messages_on(task)] == [None, None]
+
+
+def test_one_lookup_per_batch_puts_each_reply_on_its_task(
+    member, mailbox, account, sent, monkeypatch
+):
+    task, original = sent
+    other = make_task("Second quote")
+    second = outgoing.queue_send(
+        member, other, account.id, "bianchi@client.test", "", "", "", "Second", []
+    )
+    first_reply = "<first-reply@client.test>"
+    for raw in (
+        reply_to(second.message_id, text="For the second task."),
+        reply_to(original.message_id, text="For the first.", message_id=first_reply),
+        # Points only at a reply that is in the same batch, not yet stored.
+        reply_to(first_reply, text="Following up on my reply."),
+        reply_to("<unknown@elsewhere.test>", text="Not ours."),
+    ):
+        mailbox.dovecot.deliver(mailbox.address, raw)
+    lookups = []
+    lookup = Message.tasks_by_message_id
+    monkeypatch.setattr(
+        Message, "tasks_by_message_id", lambda ids: lookups.append(ids) or lookup(ids)
+    )
+
+    jobs.sync_account(account.id)
+
+    assert len(lookups) == 1
+    texts = [m.text_body.strip() for m in messages_on(task)[1:]]
+    assert texts == ["For the first.", "Following up on my reply."]
+    assert [m.text_body.strip() for m in messages_on(other)[1:]] == [
+        "For the second task."
+    ]
+    received = db.select(db.func.count(Message.id)).where(Message.direction == "in")
+    assert db.session.scalar(received) == 3

@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from posta import jobs
 from posta.extensions import db
+from posta.mail import smtp as smtp_adapter
 from posta.models import Message, Role, Workspace, utcnow
 from posta.services import outgoing, storage
 from tests.email_support import (
@@ -75,7 +76,7 @@ def test_send_from_task_delivers_once_with_headers_and_attachment(
     assert response.location.endswith(f"#message-{message.id}")
     assert message.status == "sent"
     assert message.sent_date is not None
-    assert message.subject == task.name
+    assert message.subject == f"[T-{task.id}] {task.name}"
     assert len(smtp.messages) == 1
 
     mail_from, rcpts, raw = smtp.messages[0]
@@ -84,7 +85,8 @@ def test_send_from_task_delivers_once_with_headers_and_attachment(
     sent = message_from_bytes(raw, policy=policy.default)
     assert sent["Message-ID"] == message.message_id
     assert message.message_id.endswith("@posta.test>")
-    assert sent["Subject"] == "Quote for Rossi"
+    assert sent["Subject"] == f"[T-{task.id}] Quote for Rossi"
+    assert sent["Thread-Index"] == message.thread_index
     assert sent["To"] == "Mario Rossi <rossi@client.test>"
     assert sent["Cc"] == "anna@client.test"
     assert sent["Bcc"] is None
@@ -293,3 +295,90 @@ def test_add_new_in_the_from_list_goes_to_connect_without_javascript(
     assert response.status_code == 302
     assert response.location.endswith(f"/email/connect?task={task.id}")
     assert messages_on(task) == []
+
+
+@pytest.fixture
+def logins(monkeypatch):
+    """Count the SMTP connections opened (each one logs in)."""
+    opened = []
+    real_open = smtp_adapter._open
+
+    def counting_open(settings):
+        opened.append(settings.username)
+        return real_open(settings)
+
+    monkeypatch.setattr(smtp_adapter, "_open", counting_open)
+    return opened
+
+
+def queue_unnudged(member, task, account, monkeypatch, count):
+    """Queue `count` messages whose nudges are lost, so one job finds them all."""
+    monkeypatch.setattr(outgoing, "_nudge", lambda message_id: None)
+    queued = [
+        outgoing.queue_send(
+            member, task, account.id, f"r{n}@client.test", "", "", "", f"Note {n}", []
+        )
+        for n in range(count)
+    ]
+    return queued
+
+
+def test_one_job_drains_the_queue_over_one_connection_each_once(
+    member, account, task, smtp, logins, monkeypatch
+):
+    used_before = Workspace.get().uses_used
+    queued = queue_unnudged(member, task, account, monkeypatch, 3)
+    assert Workspace.get().uses_used == used_before + 3
+
+    jobs.send_message(queued[0].id)
+    # The other nudges arrive late and find nothing left to send.
+    for message in queued:
+        jobs.send_message(message.id)
+
+    assert logins == [account.username]
+    assert sorted(rcpts for _, rcpts, _ in smtp.messages) == [
+        [f"r{n}@client.test"] for n in range(3)
+    ]
+    assert [(m.status, m.attempts) for m in messages_on(task)] == [("sent", 1)] * 3
+    db.session.expire_all()
+    assert Workspace.get().uses_used == used_before + 3
+
+
+def test_a_connection_dropped_between_messages_is_reopened_once(
+    member, account, task, smtp, logins, monkeypatch
+):
+    queued = queue_unnudged(member, task, account, monkeypatch, 2)
+    real_send = smtp_adapter.SmtpConnection.send
+
+    def send_then_arm(connection, *args):
+        real_send(connection, *args)
+        # The server closes the session before the next MAIL FROM.
+        smtp.reject_next(421, "4.4.2 Idle too long, closing", stage="MAIL")
+
+    monkeypatch.setattr(smtp_adapter.SmtpConnection, "send", send_then_arm)
+    jobs.send_message(queued[0].id)
+
+    assert len(logins) == 2
+    assert [rcpts for _, rcpts, _ in smtp.messages] == [
+        ["r0@client.test"],
+        ["r1@client.test"],
+    ]
+    assert [m.status for m in messages_on(task)] == ["sent", "sent"]
+
+
+def test_an_ambiguous_send_in_a_drain_fails_it_and_the_rest_still_go(
+    member, account, task, smtp, logins, monkeypatch
+):
+    queued = queue_unnudged(member, task, account, monkeypatch, 2)
+    smtp.drop_after_data()
+    jobs.send_message(queued[0].id)
+
+    first, second = messages_on(task)
+    assert first.status == "failed" and "may have been delivered" in first.error
+    assert second.status == "sent"
+    # Never retried on the new connection: only the second went out there.
+    assert [rcpts for _, rcpts, _ in smtp.messages] == [
+        ["r0@client.test"],
+        ["r1@client.test"],
+    ]
+    assert len(logins) == 2

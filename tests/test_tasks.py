@@ -1,12 +1,13 @@
 """Lists, tasks, comments, the activity stream and the comment/email box."""
 
-from datetime import UTC, date, datetime
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from posta.extensions import db
-from posta.models import Comment, Message, Role, Task, TaskList
+from posta.models import Attachment, Comment, Message, Role, Task, TaskList, User
 from posta.services import tasks
 
 
@@ -37,6 +38,21 @@ def count(model) -> int:
 
 def at(hour: int) -> datetime:
     return datetime(2030, 1, 1, hour, tzinfo=UTC)
+
+
+@contextmanager
+def counting_queries():
+    """Count the SQL statements run inside the block."""
+    statements = []
+
+    def record(*args):
+        statements.append(args[2])
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def test_create_list_and_see_counts(member, client_for):
@@ -249,10 +265,113 @@ def test_stream_interleaves_comments_and_emails_by_time(task, owner):
     message_row(task, "in", created=at(13), sent=at(11), subject="in")
     db.session.commit()
 
-    with_email = tasks.activity(task, include_email=True)
+    with_email = tasks.activity(task, include_email=True).items
     labels = [i.obj.body if i.kind == "comment" else i.obj.subject for i in with_email]
     assert labels == ["c1", "out", "in", "c2"]
-    assert [i.kind for i in tasks.activity(task)] == ["comment", "comment"]
+    assert [i.kind for i in tasks.activity(task).items] == ["comment", "comment"]
+
+
+def test_stream_pages_newest_first_each_page_oldest_first(task, owner):
+    start = at(9)
+    for n in range(tasks.STREAM_PAGE + 5):
+        when = start + timedelta(minutes=n)
+        if n % 2:
+            message_row(task, "in", created=at(23), sent=when, subject=f"s{n}")
+        else:
+            db.session.add(
+                Comment(task_id=task.id, author=owner, body=f"s{n}", created_at=when)
+            )
+    db.session.commit()
+
+    def labels(page):
+        return [
+            i.obj.body if i.kind == "comment" else i.obj.subject for i in page.items
+        ]
+
+    newest = tasks.activity(task, include_email=True)
+    assert labels(newest) == [f"s{n}" for n in range(5, tasks.STREAM_PAGE + 5)]
+    assert (newest.has_earlier, newest.has_later) == (True, False)
+    earlier = tasks.activity(task, include_email=True, page=2)
+    assert labels(earlier) == [f"s{n}" for n in range(5)]
+    assert (earlier.has_earlier, earlier.has_later) == (False, True)
+    assert tasks.activity(task, include_email=True, page=0).page == 1
+
+
+def test_stream_pages_split_equal_times_without_gaps(task, owner):
+    # Comments and emails share ids and times here: every item still shows once.
+    for n in range(tasks.STREAM_PAGE):
+        db.session.add(
+            Comment(task_id=task.id, author=owner, body="c", created_at=at(9))
+        )
+        message_row(task, "out", created=at(9)).dedupe_key = f"same-{n}"
+    db.session.commit()
+
+    pages = [tasks.activity(task, include_email=True, page=n) for n in (2, 1)]
+    shown = [(i.kind, i.obj.id) for page in pages for i in page.items]
+    assert len(shown) == 2 * tasks.STREAM_PAGE == len(set(shown))
+    assert shown == sorted(shown, key=lambda kind_id: (kind_id[1], kind_id[0]))
+
+
+def test_task_page_links_earlier_and_later_activity(task, owner, client_for):
+    for n in range(tasks.STREAM_PAGE + 1):
+        when = at(9) + timedelta(minutes=n)
+        db.session.add(
+            Comment(task_id=task.id, author=owner, body=f"note {n}.", created_at=when)
+        )
+    db.session.commit()
+    client = client_for(owner)
+
+    newest = client.get(f"/tasks/{task.id}").get_data(as_text=True)
+    assert "note 0." not in newest and f"note {tasks.STREAM_PAGE}." in newest
+    assert f'href="/tasks/{task.id}?page=2#activity-heading"' in newest
+    assert 'id="stream-later"' not in newest
+    earlier = client.get(f"/tasks/{task.id}?page=2").get_data(as_text=True)
+    assert "note 0." in earlier and "note 1." not in earlier
+    assert 'id="stream-earlier"' not in earlier
+    assert f'href="/tasks/{task.id}#activity-heading"' in earlier
+    for junk in ("abc", "0", "-3"):
+        page = client.get(f"/tasks/{task.id}?page={junk}").get_data(as_text=True)
+        assert f"note {tasks.STREAM_PAGE}." in page
+
+
+def test_page_queries_do_not_grow_with_rows(task_list, owner, email_on, client_for):
+    task = Task(task_list=task_list, name="Busy", created_by=owner)
+    db.session.add(task)
+    db.session.commit()
+    client = client_for(owner)
+
+    def queries(url):
+        client.get(url)  # warm the login and statement caches
+        with counting_queries() as statements:
+            assert client.get(url).status_code == 200
+        return len(statements)
+
+    def add_rows(n):
+        task_id = task.id
+        for i in range(n):
+            person = User(email=f"p{n}-{i}@example.test", name=f"P {n}-{i}")
+            attachment = Attachment(
+                filename="a.txt", content_type="text/plain", size=1, storage_key="k"
+            )
+            db.session.add_all(
+                [
+                    Task(task_list=task_list, name=f"t{n}-{i}", assignees=[person]),
+                    Comment(task_id=task_id, author=person, body="hi"),
+                    Message(
+                        task_id=task_id,
+                        direction="in",
+                        dedupe_key=f"{n}-{i}",
+                        attachments=[attachment],
+                    ),
+                ]
+            )
+        db.session.commit()
+
+    add_rows(2)
+    before = (queries(f"/lists/{task_list.id}"), queries(f"/tasks/{task.id}"))
+    add_rows(8)
+    after = (queries(f"/lists/{task_list.id}"), queries(f"/tasks/{task.id}"))
+    assert after == before
 
 
 def test_task_page_renders_stream_in_order(task, owner, email_on, client_for):

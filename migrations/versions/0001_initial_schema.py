@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-04 16:49:09.516280
+Create Date: 2026-12-04 17:14:59.690823
 
 """
 from alembic import op
@@ -197,10 +197,15 @@ def upgrade():
     sa.Column('defects', sa.Text(), nullable=False),
     sa.Column('remote_id', sa.String(length=255), nullable=True),
     sa.Column('conversation_id', sa.String(length=255), nullable=True),
+    sa.Column('thread_index', sa.String(length=255), nullable=True),
+    sa.Column('link_reason', sa.String(length=16), nullable=True),
+    sa.Column('linked_by_id', sa.Integer(), nullable=True),
+    sa.Column('auto_kind', sa.String(length=16), nullable=True),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['email_account.id'], name=op.f('fk_message_account_id_email_account'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['created_by_id'], ['user.id'], name=op.f('fk_message_created_by_id_user')),
+    sa.ForeignKeyConstraint(['linked_by_id'], ['user.id'], name=op.f('fk_message_linked_by_id_user'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['task_id'], ['task.id'], name=op.f('fk_message_task_id_task'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_message')),
     sa.UniqueConstraint('account_id', 'dedupe_key', name=op.f('uq_message_account_id'))
@@ -209,7 +214,7 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_message_account_id'), ['account_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_conversation_id'), ['conversation_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_message_message_id'), ['message_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_message_task_id'), ['task_id'], unique=False)
+        batch_op.create_index('ix_message_task_time', ['task_id', 'created_at', 'sent_date', 'direction'], unique=False)
 
     op.create_table('signature',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -264,7 +269,7 @@ def downgrade():
 
     op.drop_table('signature')
     with op.batch_alter_table('message', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_message_task_id'))
+        batch_op.drop_index('ix_message_task_time')
         batch_op.drop_index(batch_op.f('ix_message_message_id'))
         batch_op.drop_index(batch_op.f('ix_message_conversation_id'))
         batch_op.drop_index(batch_op.f('ix_message_account_id'))

@@ -11,7 +11,8 @@ import email.utils
 import imaplib
 import logging
 import ssl
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
@@ -33,9 +34,13 @@ from posta.mail.threads import normalize_message_id, parse_id_list
 
 logger = logging.getLogger(__name__)
 
-HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT FROM DATE"
+# CONTENT-TYPE tells delivery reports (multipart/report), which seldom carry
+# In-Reply-To, so the caller can read the id of the message they return.
+HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT FROM DATE CONTENT-TYPE"
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 HEADER_CHUNK = 1000
+# How often a wait in IDLE checks whether it should stop.
+IDLE_SLICE = 1.0
 # Keep command lines under the 8 KB many servers accept (RFC 7162 §4 advice).
 MAX_UID_SET_CHARS = 7000
 _MISSING_FOLDER_MARKERS = (
@@ -85,6 +90,7 @@ class HeaderInfo:
     subject: str
     from_addr: str | None
     date: datetime | None = None
+    content_type: str = ""
 
 
 def check_login(settings: ImapSettings) -> None:
@@ -183,6 +189,38 @@ class ImapSession:
                     continue
                 yield uid, raw
 
+    def supports_idle(self) -> bool:
+        """Return whether the server offers IDLE (asking CAPABILITY afresh)."""
+        return b"IDLE" in self.capabilities()
+
+    def idle(self, seconds: float, stop: Callable[[], bool]) -> bool:
+        """Wait in IDLE on the selected folder; return True when new mail arrived.
+
+        Returns after `seconds`, as soon as the server reports EXISTS, or within
+        IDLE_SLICE seconds of `stop()` turning true. Nothing is sent while it
+        waits, so the wait costs no round trips beyond IDLE and DONE.
+        """
+        deadline = time.monotonic() + seconds
+        arrived = False
+        with self._errors("IDLE"):
+            self._client.idle()
+            try:
+                while not arrived and not stop():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    wait = min(IDLE_SLICE, left)
+                    started = time.monotonic()
+                    responses = self._client.idle_check(timeout=wait)
+                    arrived = _has_new_mail(responses)
+                    # Readable yet nothing to read: the server hung up. DONE
+                    # below then fails and the caller reconnects.
+                    if not responses and time.monotonic() - started < wait / 2:
+                        break
+            finally:
+                _, late = self._client.idle_done()
+        return arrived or _has_new_mail(late)
+
     @contextlib.contextmanager
     def _errors(self, command: str, folder: str | None = None) -> Iterator[None]:
         """Translate IMAPClient and socket exceptions into the error family."""
@@ -279,6 +317,11 @@ def _range_floor(uid_range: str) -> int:
     return 1 if first == "*" else int(first)
 
 
+def _has_new_mail(responses) -> bool:
+    """Return whether IDLE responses such as (3, b"EXISTS") announce new mail."""
+    return any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses or ())
+
+
 def _uid_chunks(uids: Sequence[int], size: int) -> Iterator[list[int]]:
     """Split UIDs into chunks of at most `size` and about MAX_UID_SET_CHARS."""
     chunk: list[int] = []
@@ -309,4 +352,5 @@ def _header_info(uid: int, item: dict) -> HeaderInfo:
         subject=decode_header_text(raw_header(headers, "Subject")) or "",
         from_addr=from_addr,
         date=parse_date(raw_header(headers, "Date")),
+        content_type=(raw_header(headers, "Content-Type") or "").strip(),
     )

@@ -56,14 +56,45 @@ def send(
     """Submit the message; the error raised says refused, not sent, or maybe sent."""
     if not recipients:
         raise PermanentSendError("The message has no recipients.")
-    account = f"{settings.username} on {settings.host}"
-    smtp = _open(settings)
-    try:
-        _envelope(smtp, envelope_from, recipients, account, _needs_8bit(raw))
-        _transmit(smtp, raw)
-    finally:
-        _quit_quietly(smtp)
-    logger.info("Sent message for %s to %d recipients", account, len(recipients))
+    with SmtpConnection(settings) as connection:
+        connection.send(envelope_from, recipients, raw)
+
+
+class SmtpConnection:
+    """A logged-in SMTP connection that submits messages one after another.
+
+    Connecting and logging in happen once, on enter; each `send` is one mail
+    transaction. The errors are those of `send()`. After any error the
+    connection may be mid-transaction or gone, so callers open a new one.
+    """
+
+    def __init__(self, settings: SmtpSettings):
+        self.settings = settings
+        self.account = f"{settings.username} on {settings.host}"
+        self.sent = 0
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> "SmtpConnection":
+        self._smtp = _open(self.settings)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._smtp is not None:
+            _quit_quietly(self._smtp)
+            self._smtp = None
+
+    def send(self, envelope_from: str, recipients: list[str], raw: bytes) -> None:
+        """Submit one message; the error says refused, not sent, or maybe sent."""
+        if self._smtp is None:
+            raise RuntimeError("SmtpConnection used outside its with-block")
+        if not recipients:
+            raise PermanentSendError("The message has no recipients.")
+        _envelope(self._smtp, envelope_from, recipients, self.account, _needs_8bit(raw))
+        _transmit(self._smtp, raw)
+        self.sent += 1
+        logger.info(
+            "Sent message for %s to %d recipients", self.account, len(recipients)
+        )
 
 
 def _open(settings: SmtpSettings) -> smtplib.SMTP:

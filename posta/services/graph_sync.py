@@ -26,7 +26,6 @@ from posta.mail.errors import (
     ResyncNeeded,
 )
 from posta.mail.sanitize import html_to_text, sanitize_html
-from posta.mail.threads import reference_ids
 from posta.models import (
     AccountStatus,
     Attachment,
@@ -36,7 +35,8 @@ from posta.models import (
     Message,
     utcnow,
 )
-from posta.services import microsoft, storage
+from posta.services import linking, microsoft, storage
+from posta.services.linking import Link
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +147,13 @@ def _run(account_id: int, client, link: str | None, pages: list[int]) -> None:
         pages.append(_store_page(account_id, kept, files, page))
 
 
-def _threaded(account_id: int, messages) -> list[tuple[graph.GraphMessage, int]]:
-    """Return the messages that belong to a task, with the task's id."""
+def _threaded(account_id: int, messages) -> list[tuple[graph.GraphMessage, Link]]:
+    """Return the messages that belong to a task, with their Link to it."""
     kept = []
     for message in messages:
-        task_id = Message.task_for_references(
-            reference_ids(message.in_reply_to, message.references)
-        ) or Message.task_for_conversation(account_id, message.conversation_id)
-        if task_id is not None:
-            kept.append((message, task_id))
+        link = linking.graph_link(account_id, message)
+        if link is not None:
+            kept.append((message, link))
     db.session.commit()
     return kept
 
@@ -173,12 +171,13 @@ def _store_page(account_id: int, kept, files: dict, page: graph.DeltaPage) -> in
     stored_files = []
     added = 0
     try:
-        for message, task_id in kept:
+        for message, link in kept:
             key = _dedupe_key(message)
             if key in seen:
                 continue
             seen.add(key)
-            row = _message_row(account_id, task_id, message)
+            row = _message_row(account_id, link.task_id, message)
+            row.link_reason = link.reason
             for item in files.get(message.id, []):
                 storage_key = storage.save_bytes(item.content)
                 stored_files.append(storage_key)

@@ -3,6 +3,9 @@
 The IMAP session runs outside any database transaction; each batch the mail
 core yields is written in one short transaction (messages, files, cursor), so
 a crash loses at most one batch, which the next run fetches again.
+
+Which task a message belongs to is decided once, from its headers, with one
+query per header batch (`_Threading`); storing reuses that answer.
 """
 
 import logging
@@ -12,7 +15,7 @@ from email.utils import formataddr
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from posta.extensions import db
 from posta.mail.errors import AuthError, FolderGone, MailError
@@ -29,16 +32,20 @@ from posta.models import (
     Message,
     utcnow,
 )
-from posta.services import accounts, storage
+from posta.services import accounts, linking, storage
 
 logger = logging.getLogger(__name__)
 
 FOLDERS = ("INBOX",)
-BATCH_SIZE = 100
+BATCH_SIZE = 500
 
 
-def sync_account(account_id: int) -> int | None:
-    """Import new replies of one account; return how many, or None if skipped."""
+def sync_account(account_id: int, session: ImapSession | None = None) -> int | None:
+    """Import new replies of one account; return how many, or None if skipped.
+
+    With `session`, the pass runs in that open IMAP session (the watcher's)
+    instead of a connection of its own.
+    """
     until = utcnow() + timedelta(seconds=current_app.config["POSTA_SYNC_LEASE_SECONDS"])
     acquired = EmailAccount.acquire_sync_lease(account_id, until)
     db.session.commit()
@@ -58,7 +65,7 @@ def sync_account(account_id: int) -> int | None:
         states = {name: _load_state(account_id, name) for name in FOLDERS}
         # The IMAP session must not hold a database transaction open.
         db.session.commit()
-        added, error = _sync_folders(account_id, address, settings, states)
+        added, error = _sync_folders(account_id, address, settings, states, session)
     except Exception:
         db.session.rollback()
         error = str(_l("The sync failed unexpectedly; it will be tried again."))
@@ -68,20 +75,17 @@ def sync_account(account_id: int) -> int | None:
     return added
 
 
-def _sync_folders(account_id, address, settings, states) -> tuple[int, str | None]:
+def _sync_folders(
+    account_id, address, settings, states, session
+) -> tuple[int, str | None]:
     """Run the mail core over each folder; return (messages added, account error)."""
     added = 0
     try:
-        with ImapSession(settings) as session:
-            for name, state in states.items():
-                try:
-                    for batch in sync_folder(
-                        session, state, _wanted(account_id), BATCH_SIZE
-                    ):
-                        added += _store_batch(account_id, name, batch)
-                except FolderGone as exc:
-                    logger.warning("account %s folder %s: gone", account_id, name)
-                    _folder_error(account_id, name, exc.detail)
+        if session is not None:
+            added = _sync_session(account_id, session, states)
+        else:
+            with ImapSession(settings) as opened:
+                added = _sync_session(account_id, opened, states)
     except AuthError as exc:
         logger.warning("account %s: login refused", account_id)
         return added, accounts.auth_failure_text(exc, address, settings.host)
@@ -91,65 +95,101 @@ def _sync_folders(account_id, address, settings, states) -> tuple[int, str | Non
     return added, None
 
 
-def _wanted(account_id: int):
-    """Return the filter that keeps only messages threading into a task."""
-
-    def wanted(headers) -> set[int]:
-        uids = {
-            h.uid
-            for h in headers
-            if Message.task_for_references(reference_ids(h.in_reply_to, h.references))
-        }
-        db.session.commit()
-        logger.debug(
-            "account %s: %d of %d headers belong to tasks",
-            account_id,
-            len(uids),
-            len(headers),
-        )
-        return uids
-
-    return wanted
-
-
-def _store_batch(account_id: int, folder: str, batch: SyncBatch) -> int:
-    """Write one batch's messages, files and folder cursor in one transaction."""
-    keys = [parsed.dedupe_key for _, parsed in batch.messages]
-    seen = set(
-        db.session.scalars(
-            select(Message.dedupe_key).where(
-                Message.account_id == account_id, Message.dedupe_key.in_(keys)
-            )
-        )
-    )
-    stored_files = []
+def _sync_session(account_id: int, session: ImapSession, states) -> int:
+    """Sync each folder in an open session; return how many messages were added."""
     added = 0
-    try:
-        for uid, parsed in batch.messages:
-            if parsed.dedupe_key in seen:
-                continue
-            seen.add(parsed.dedupe_key)
-            task_id = Message.task_for_references(
-                reference_ids(parsed.in_reply_to, parsed.references)
+    for name, state in states.items():
+        threading = _Threading(account_id)
+        try:
+            for batch in sync_folder(session, state, threading.wanted, BATCH_SIZE):
+                added += _store_batch(account_id, name, batch, threading)
+        except FolderGone as exc:
+            logger.warning("account %s folder %s: gone", account_id, name)
+            _folder_error(account_id, name, exc.detail)
+    return added
+
+
+class _Threading:
+    """Which new messages of one folder pass thread into tasks, and into which."""
+
+    def __init__(self, account_id: int):
+        self.account_id = account_id
+        self._task_of_uid: dict[int, int] = {}
+        # Messages picked earlier in this pass: a reply to a reply that is not
+        # stored yet (same or previous batch) still finds its task.
+        self._picked_ids: dict[str, int] = {}
+        self.links = linking.InboundLinks()
+
+    def wanted(self, headers) -> set[int]:
+        """Return the UIDs whose references lead to a task, with one query."""
+        refs = {h.uid: reference_ids(h.in_reply_to, h.references) for h in headers}
+        with db.session.no_autoflush:
+            known = Message.tasks_by_message_id(
+                {ref for ids in refs.values() for ref in ids}
+            )
+            self.links.prepare(headers)
+        db.session.commit()
+        for header in sorted(headers, key=lambda h: h.uid):
+            task_id = next(
+                (
+                    known.get(ref) or self._picked_ids.get(ref)
+                    for ref in refs[header.uid]
+                    if ref in known or ref in self._picked_ids
+                ),
+                None,
             )
             if task_id is None:
+                task_id = self.links.fallback(header)
+            if task_id is None:
                 continue
-            message = _message_row(account_id, folder, uid, task_id, parsed)
-            for part in parsed.attachments:
-                key = storage.save_bytes(part.data)
-                stored_files.append(key)
-                message.attachments.append(
-                    Attachment(
-                        filename=part.filename[:255] or "attachment",
-                        content_type=part.content_type[:255],
-                        size=len(part.data),
-                        storage_key=key,
-                        content_id=part.content_id,
-                        inline=part.inline,
+            self._task_of_uid[header.uid] = task_id
+            if header.message_id:
+                self._picked_ids.setdefault(header.message_id, task_id)
+        logger.debug(
+            "account %s: %d of %d headers belong to tasks",
+            self.account_id,
+            sum(1 for h in headers if h.uid in self._task_of_uid),
+            len(headers),
+        )
+        return {h.uid for h in headers if h.uid in self._task_of_uid}
+
+    def task_of(self, uid: int) -> int | None:
+        """Return the task that `wanted` found for a UID, forgetting it."""
+        return self._task_of_uid.pop(uid, None)
+
+
+def _store_batch(
+    account_id: int, folder: str, batch: SyncBatch, threading: _Threading
+) -> int:
+    """Write one batch's messages, files and folder cursor in one transaction."""
+    stored_files = []
+    try:
+        with db.session.no_autoflush:
+            seen = set(
+                db.session.scalars(
+                    select(Message.dedupe_key).where(
+                        Message.account_id == account_id,
+                        Message.dedupe_key.in_(
+                            [parsed.dedupe_key for _, parsed in batch.messages]
+                        ),
                     )
                 )
-            db.session.add(message)
-            added += 1
+            )
+        rows, files = [], []
+        for uid, parsed in batch.messages:
+            link = threading.links.confirm(uid, parsed, threading.task_of(uid))
+            if parsed.dedupe_key in seen or link is None:
+                continue
+            seen.add(parsed.dedupe_key)
+            linking.apply_bounce(parsed)
+            rows.append(
+                _message_row(account_id, folder, uid, link.task_id, parsed)
+                | linking.columns(parsed, link)
+            )
+            files.append(_attachment_rows(parsed, stored_files))
+        if rows:
+            db.session.execute(insert(Message), rows)
+            _insert_attachments(account_id, rows, files)
         _save_state(account_id, batch.state)
         db.session.commit()
     except BaseException:
@@ -160,33 +200,71 @@ def _store_batch(account_id: int, folder: str, batch: SyncBatch) -> int:
         "account %s folder %s: %d new messages up to uid %s",
         account_id,
         folder,
-        added,
+        len(rows),
         batch.state.last_uid,
     )
-    return added
+    return len(rows)
 
 
-def _message_row(account_id, folder, uid, task_id, parsed: ParsedMessage) -> Message:
-    return Message(
-        account_id=account_id,
-        task_id=task_id,
-        direction=Direction.IN.value,
-        message_id=parsed.message_id,
-        dedupe_key=parsed.dedupe_key,
-        in_reply_to=parsed.in_reply_to,
-        references=" ".join(parsed.references),
-        subject=parsed.subject[:998],
-        from_addr=(parsed.from_addr or "")[:254],
-        from_name=parsed.from_name[:254],
-        to_addrs=_join(parsed.to),
-        cc_addrs=_join(parsed.cc),
-        text_body=parsed.text,
-        html_body=parsed.html,
-        sent_date=parsed.date,
-        folder=folder,
-        uid=uid,
-        defects="\n".join(parsed.defects),
+def _insert_attachments(account_id: int, rows, files) -> None:
+    """Insert the attachment rows of just-inserted messages, found by dedupe key."""
+    with_files = {row["dedupe_key"]: f for row, f in zip(rows, files, strict=True) if f}
+    if not with_files:
+        return
+    # One executemany without RETURNING: SQLite would insert row by row to keep
+    # the returned ids in order. (account, dedupe key) is unique, so ask for them.
+    ids = db.session.execute(
+        select(Message.dedupe_key, Message.id).where(
+            Message.account_id == account_id, Message.dedupe_key.in_(with_files)
+        )
+    ).all()
+    db.session.execute(
+        insert(Attachment),
+        [{**f, "message_id": id_} for key, id_ in ids for f in with_files[key]],
     )
+
+
+def _attachment_rows(parsed: ParsedMessage, stored_files: list[str]) -> list[dict]:
+    """Write a message's attachments to storage; return their rows' values."""
+    rows = []
+    for part in parsed.attachments:
+        key = storage.save_bytes(part.data)
+        stored_files.append(key)
+        rows.append(
+            {
+                "filename": part.filename[:255] or "attachment",
+                "content_type": part.content_type[:255],
+                "size": len(part.data),
+                "storage_key": key,
+                "content_id": part.content_id,
+                "inline": part.inline,
+            }
+        )
+    return rows
+
+
+def _message_row(account_id, folder, uid, task_id, parsed: ParsedMessage) -> dict:
+    """Return the values of a received message's row, for a bulk insert."""
+    return {
+        "account_id": account_id,
+        "task_id": task_id,
+        "direction": Direction.IN.value,
+        "message_id": parsed.message_id,
+        "dedupe_key": parsed.dedupe_key,
+        "in_reply_to": parsed.in_reply_to,
+        "references": " ".join(parsed.references),
+        "subject": parsed.subject[:998],
+        "from_addr": (parsed.from_addr or "")[:254],
+        "from_name": parsed.from_name[:254],
+        "to_addrs": _join(parsed.to),
+        "cc_addrs": _join(parsed.cc),
+        "text_body": parsed.text,
+        "html_body": parsed.html,
+        "sent_date": parsed.date,
+        "folder": folder,
+        "uid": uid,
+        "defects": "\n".join(parsed.defects),
+    }
 
 
 def _load_state(account_id: int, name: str) -> FolderState:

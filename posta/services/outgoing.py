@@ -3,23 +3,35 @@
 A message moves queued -> sending -> sent | failed. Every move is a conditional
 UPDATE committed before any network I/O, so two workers (or two Retry clicks)
 can never both send the same row.
+
+A nudge drains: the job sends its message, then claims and sends the account's
+other queued messages one by one over the same SMTP connection, so a burst of
+sends costs one login rather than one per message. The nudges of messages it
+sent find nothing to claim and end at once.
 """
 
 import email.utils
 import logging
+import time
 from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select, update
+from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.datastructures import FileStorage
 
 from posta import queue
 from posta.extensions import db
 from posta.mail import compose
 from posta.mail import smtp as smtp_adapter
-from posta.mail.errors import AmbiguousSendError, AuthError, MailError
+from posta.mail.errors import (
+    AmbiguousSendError,
+    AuthError,
+    MailError,
+    PermanentSendError,
+)
 from posta.models import (
     AccountKind,
     Attachment,
@@ -35,6 +47,7 @@ from posta.models import (
 from posta.services import (
     accounts,
     graph_sync,
+    linking,
     permissions,
     plans,
     signatures,
@@ -47,6 +60,8 @@ logger = logging.getLogger(__name__)
 LOST_NUDGE_AFTER = timedelta(minutes=1)
 # How long a send may stay "sending" before the sweeper calls it interrupted.
 DEFAULT_SEND_LEASE_SECONDS = 600
+# A drain hands over to a new job after this long, well inside the job timeout.
+DRAIN_SECONDS = 120
 # Keep References bounded, as mail clients do, while keeping the thread root.
 MAX_REFERENCES = 20
 INTERRUPTED = (
@@ -103,7 +118,8 @@ def queue_send(
         dedupe_key=message_id,
         in_reply_to=parent.message_id if parent is not None else None,
         references=" ".join(_thread_references(parent)),
-        subject=(subject or "").strip() or task.name,
+        subject=linking.tagged_subject(subject, task),
+        thread_index=linking.next_thread_index(parent),
         from_addr=account.email,
         from_name=account.display_name or user.name,
         to_addrs=", ".join(to_list),
@@ -184,7 +200,29 @@ def retry(user: User, message_id: int) -> Message:
 
 
 def deliver(message_id: int) -> None:
-    """Claim a queued message, send it over SMTP, and record the outcome."""
+    """Send a queued message, then the account's other queued ones on one connection."""
+    account_id = db.session.scalar(
+        select(Message.account_id).where(Message.id == message_id)
+    )
+    db.session.commit()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    with _Sender() as sender:
+        if _claim(message_id):
+            sender.deliver(message_id)
+        else:
+            logger.info("message %s is not queued; another worker has it", message_id)
+        if account_id is None:
+            return
+        while time.monotonic() < deadline:
+            claimed = _claim_next(account_id)
+            if claimed is None:
+                return
+            sender.deliver(claimed)
+    _nudge_next(account_id)
+
+
+def _claim(message_id: int) -> bool:
+    """Move a message from queued to sending; False when someone else has it."""
     claimed = db.session.execute(
         update(Message)
         .where(Message.id == message_id, Message.status == SendStatus.QUEUED)
@@ -195,56 +233,153 @@ def deliver(message_id: int) -> None:
         )
     )
     db.session.commit()
-    if claimed.rowcount != 1:
-        logger.info("message %s is not queued; another worker has it", message_id)
-        return
+    return claimed.rowcount == 1
 
-    message = db.session.get(Message, message_id)
-    account = message.account
-    if account is None:
-        _finish(message_id, SendStatus.FAILED, "The email account was disconnected.")
-        return
-    # The rules may have changed since the message was queued (plan, permissions).
-    refusal = permissions.delivery_refusal(message.created_by, account)
-    if refusal:
-        _finish(message_id, SendStatus.FAILED, str(refusal))
-        return
-    if account.kind == AccountKind.GRAPH:
-        _deliver_graph(message, account)
-        return
-    try:
-        settings = accounts.smtp_settings(account)
-    except ValueError:
-        # The encryption key changed since the account was connected.
-        _finish(
-            message_id,
-            SendStatus.FAILED,
-            "The saved password cannot be read; connect the account again.",
-        )
-        return
-    mail = _outgoing_mail(message)
-    envelope_from = account.email
-    # Build before letting go of the rows: attachments are read from disk here.
-    raw = compose.build_message(mail)
-    rcpts = compose.recipients(mail)
-    # No transaction stays open while the SMTP server talks.
+
+def _claim_next(account_id: int) -> int | None:
+    """Claim the account's oldest queued message; return its id, or None."""
+    while True:
+        candidate = db.session.scalar(_queued(account_id).limit(1))
+        if candidate is None:
+            db.session.commit()
+            return None
+        # Lost to another worker: that row is no longer queued; try the next.
+        if _claim(candidate):
+            return candidate
+
+
+def _nudge_next(account_id: int) -> None:
+    """Hand the rest of a long drain to a new job."""
+    waiting = db.session.scalar(_queued(account_id).limit(1))
     db.session.commit()
+    if waiting is not None:
+        logger.info("account %s: drain hands over at message %s", account_id, waiting)
+        _nudge(waiting)
 
-    try:
-        smtp_adapter.send(settings, envelope_from, rcpts, raw)
-    except AmbiguousSendError as exc:
-        reason = (
-            "The connection broke after the message went out; it may have been "
-            f"delivered. Check the Sent folder before retrying. ({exc.detail})"
+
+def _queued(account_id: int):
+    return (
+        select(Message.id)
+        .where(
+            Message.account_id == account_id,
+            Message.direction == Direction.OUT,
+            Message.status == SendStatus.QUEUED,
         )
-        _finish(message_id, SendStatus.FAILED, reason)
-    except AuthError as exc:
-        reason = accounts.auth_failure_text(exc, envelope_from, settings.host)
-        _finish(message_id, SendStatus.FAILED, f"{reason} ({exc.detail})")
-    except MailError as exc:
-        _finish(message_id, SendStatus.FAILED, exc.detail)
-    else:
-        _finish(message_id, SendStatus.SENT, None)
+        .order_by(Message.id)
+    )
+
+
+class _Sender:
+    """Deliver claimed messages, keeping one SMTP connection open between them."""
+
+    def __init__(self):
+        self._connection: smtp_adapter.SmtpConnection | None = None
+        self._account_id: int | None = None
+
+    def __enter__(self) -> "_Sender":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close()
+
+    def deliver(self, message_id: int) -> None:
+        """Send a message this worker claimed and record the outcome."""
+        # One query for what the send reads, instead of a lazy load for each.
+        message = db.session.get(
+            Message,
+            message_id,
+            options=[
+                joinedload(Message.account),
+                joinedload(Message.created_by),
+                selectinload(Message.attachments),
+            ],
+        )
+        account = message.account
+        if account is None:
+            _finish(
+                message_id, SendStatus.FAILED, "The email account was disconnected."
+            )
+            return
+        # The rules may have changed since the message was queued.
+        refusal = permissions.delivery_refusal(message.created_by, account)
+        if refusal:
+            _finish(message_id, SendStatus.FAILED, str(refusal))
+            return
+        if account.kind == AccountKind.GRAPH:
+            _deliver_graph(message, account)
+            return
+        account_id = account.id
+        try:
+            settings = accounts.smtp_settings(account)
+        except ValueError:
+            # The encryption key changed since the account was connected.
+            _finish(
+                message_id,
+                SendStatus.FAILED,
+                "The saved password cannot be read; connect the account again.",
+            )
+            return
+        mail = _outgoing_mail(message)
+        envelope_from = account.email
+        # Build before letting go of the rows: attachments are read from disk here.
+        raw = compose.build_message(mail)
+        rcpts = compose.recipients(mail)
+        # No transaction stays open while the SMTP server talks.
+        db.session.commit()
+
+        try:
+            self._send(account_id, settings, envelope_from, rcpts, raw)
+        except AmbiguousSendError as exc:
+            reason = (
+                "The connection broke after the message went out; it may have been "
+                f"delivered. Check the Sent folder before retrying. ({exc.detail})"
+            )
+            _finish(message_id, SendStatus.FAILED, reason)
+        except AuthError as exc:
+            reason = accounts.auth_failure_text(exc, envelope_from, settings.host)
+            _finish(message_id, SendStatus.FAILED, f"{reason} ({exc.detail})")
+        except MailError as exc:
+            _finish(message_id, SendStatus.FAILED, exc.detail)
+        else:
+            _finish(message_id, SendStatus.SENT, None)
+
+    def _send(self, account_id, settings, envelope_from, rcpts, raw) -> None:
+        """Send on the open connection; once more on a fresh one if it went stale."""
+        reused = self._account_id == account_id and self._connection is not None
+        try:
+            self._open(account_id, settings).send(envelope_from, rcpts, raw)
+            return
+        except (AmbiguousSendError, PermanentSendError):
+            self._close()
+            raise
+        except MailError:
+            self._close()
+            # A server may drop a connection between messages (idle timeout, a
+            # limit per connection); nothing of this one was accepted, so one
+            # more try on a fresh connection cannot send it twice.
+            if not reused:
+                raise
+        logger.info("account %s: SMTP connection dropped; reconnecting", account_id)
+        try:
+            self._open(account_id, settings).send(envelope_from, rcpts, raw)
+        except MailError:
+            self._close()
+            raise
+
+    def _open(self, account_id: int, settings) -> smtp_adapter.SmtpConnection:
+        if self._account_id != account_id:
+            self._close()
+        if self._connection is None:
+            connection = smtp_adapter.SmtpConnection(settings)
+            self._connection = connection.__enter__()
+            self._account_id = account_id
+        return self._connection
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.__exit__(None, None, None)
+        self._connection = None
+        self._account_id = None
 
 
 def _deliver_graph(message: Message, account: EmailAccount) -> None:
@@ -365,6 +500,7 @@ def _outgoing_mail(message: Message) -> compose.OutgoingMail:
             for a in message.attachments
         ],
         date=message.created_at,
+        thread_index=message.thread_index,
     )
 
 

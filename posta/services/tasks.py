@@ -6,11 +6,13 @@ from datetime import date, datetime
 from typing import Literal
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, select, union_all
+from sqlalchemy.orm import selectinload
 
 from posta.extensions import db
 from posta.models import (
     Comment,
+    Direction,
     Message,
     Task,
     TaskList,
@@ -22,6 +24,7 @@ from posta.models import (
 LIST_NAME_MAX = 120
 TASK_NAME_MAX = 200
 COMMENT_MAX = 20_000
+STREAM_PAGE = 50
 
 
 class TaskError(ValueError):
@@ -40,6 +43,19 @@ class StreamItem:
     kind: Literal["comment", "email"]
     at: datetime
     obj: Comment | Message
+
+
+@dataclass(frozen=True)
+class StreamPage:
+    """One page of a task's activity stream, oldest item first."""
+
+    items: list[StreamItem]
+    page: int
+    has_earlier: bool
+
+    @property
+    def has_later(self) -> bool:
+        return self.page > 1
 
 
 def list_summaries() -> list[ListSummary]:
@@ -71,9 +87,10 @@ def create_list(name: str) -> TaskList:
 
 
 def tasks_in(task_list: TaskList) -> list[Task]:
-    """Return a list's tasks: open ones first, soonest due first."""
+    """Return a list's tasks and assignees: open ones first, soonest due first."""
     return db.session.scalars(
         select(Task)
+        .options(selectinload(Task.assignees))
         .where(Task.list_id == task_list.id)
         .order_by(
             case((Task.status == TaskStatus.DONE, 1), else_=0),
@@ -157,15 +174,56 @@ def add_comment(task: Task, author: User, body: str) -> Comment:
     return comment
 
 
-def activity(task: Task, include_email: bool = False) -> list[StreamItem]:
-    """Return the task's comments, and emails if asked, oldest first."""
-    comments = db.session.scalars(select(Comment).where(Comment.task_id == task.id))
-    items = [StreamItem("comment", c.created_at, c) for c in comments]
+def activity(task: Task, include_email: bool = False, page: int = 1) -> StreamPage:
+    """Return a page of the task's stream, oldest first; page 1 is the newest items."""
+    page = max(page, 1)
+    keys = select(
+        literal("comment").label("kind"),
+        Comment.id.label("id"),
+        Comment.created_at.label("at"),
+    ).where(Comment.task_id == task.id)
     if include_email:
-        messages = db.session.scalars(select(Message).where(Message.task_id == task.id))
-        items += [StreamItem("email", _message_time(m), m) for m in messages]
-    # Ties keep insertion order per kind, so equal timestamps stay stable.
-    return sorted(items, key=lambda item: (item.at, item.obj.id))
+        keys = union_all(
+            keys,
+            select(literal("email"), Message.id, _message_time_sql()).where(
+                Message.task_id == task.id
+            ),
+        )
+    keys = keys.subquery()
+    # Newest first, one extra row to tell whether earlier items exist; on equal
+    # times the order is the reverse of the oldest-first one below.
+    rows = db.session.execute(
+        select(keys.c.kind, keys.c.id)
+        .order_by(keys.c.at.desc(), keys.c.id.desc(), keys.c.kind.desc())
+        .limit(STREAM_PAGE + 1)
+        .offset((page - 1) * STREAM_PAGE)
+    ).all()
+    shown = rows[:STREAM_PAGE]
+    items = _comment_items([i for kind, i in shown if kind == "comment"])
+    items += _email_items([i for kind, i in shown if kind == "email"])
+    # Ties keep comments before emails, so equal timestamps stay stable.
+    items.sort(key=lambda item: (item.at, item.obj.id, item.kind))
+    return StreamPage(items, page, has_earlier=len(rows) > STREAM_PAGE)
+
+
+def _comment_items(ids: list[int]) -> list[StreamItem]:
+    if not ids:
+        return []
+    comments = db.session.scalars(
+        select(Comment).options(selectinload(Comment.author)).where(Comment.id.in_(ids))
+    )
+    return [StreamItem("comment", c.created_at, c) for c in comments]
+
+
+def _email_items(ids: list[int]) -> list[StreamItem]:
+    if not ids:
+        return []
+    messages = db.session.scalars(
+        select(Message)
+        .options(selectinload(Message.attachments))
+        .where(Message.id.in_(ids))
+    )
+    return [StreamItem("email", _message_time(m), m) for m in messages]
 
 
 def parse_due(text: str) -> date | None:
@@ -181,9 +239,20 @@ def parse_due(text: str) -> date | None:
 
 def _message_time(message: Message) -> datetime:
     # Incoming mail belongs where its sender wrote it, not when we fetched it.
-    if message.direction == "in":
+    if message.direction == Direction.IN:
         return message.sent_date or message.created_at
     return message.created_at
+
+
+def _message_time_sql():
+    """Return _message_time as an SQL expression, to order and page in the query."""
+    return case(
+        (
+            Message.direction == Direction.IN,
+            func.coalesce(Message.sent_date, Message.created_at),
+        ),
+        else_=Message.created_at,
+    )
 
 
 def _task_name(name: str) -> str:
