@@ -10,6 +10,8 @@ class Defaults:
     POSTA_QUEUE_NAME = "posta"
     # Seconds between the background syncs that `make run` starts.
     POSTA_SYNC_INTERVAL = 120
+    # Remote folders whose new mail is read for replies; a vanished one stops alone.
+    POSTA_SYNC_FOLDERS = ["INBOX"]
     # How long one account's sync may hold its slot before another sync may take it.
     POSTA_SYNC_LEASE_SECONDS = 600
     # A CA bundle to trust a team's own Exchange or IMAP server certificate.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import BinaryIO
 
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 HEADER_FIELDS = "MESSAGE-ID IN-REPLY-TO REFERENCES SUBJECT FROM DATE CONTENT-TYPE"
 HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]"
 HEADER_CHUNK = 1000
+# imaplib's debug level under IMAPClient (see _connect).
+IMAPLIB_DEBUG = 4
 # How often a wait in IDLE checks whether it should stop.
 IDLE_SLICE = 1.0
 # Keep command lines under the 8 KB many servers accept (RFC 7162 §4 advice).
@@ -189,6 +192,25 @@ class ImapSession:
                     continue
                 yield uid, raw
 
+    def fetch_body_into(self, uid: int, out: BinaryIO) -> int | None:
+        """Fetch one message and write it to `out`; return its size, None if gone.
+
+        For large messages, which the caller then parses from the file.
+        IMAPClient (through imaplib) reads a literal into one bytes object
+        before it returns, so the raw message is held in memory once, here and
+        only here: the response is unpacked by reference (no copies, lists or
+        joins) and dropped as soon as it is written, before any parsing starts.
+        """
+        with self._errors("UID FETCH body"):
+            response = self._client.fetch([uid], ["BODY.PEEK[]"])
+        raw = response.pop(uid, {}).pop(b"BODY[]", None)
+        del response
+        if raw is None:
+            logger.debug("UID %d vanished on %s", uid, self.account)
+            return None
+        out.write(raw)
+        return len(raw)
+
     def supports_idle(self) -> bool:
         """Return whether the server offers IDLE (asking CAPABILITY afresh)."""
         return b"IDLE" in self.capabilities()
@@ -260,6 +282,12 @@ def _connect(settings: ImapSettings) -> IMAPClient:
         )
     except (OSError, EOFError, imaplib.IMAP4.error) as exc:
         raise _connect_error(exc) from exc
+    # IMAPClient runs imaplib at debug level 5 to route its log lines into
+    # logging. At 5, imaplib also formats the repr of every literal it reads
+    # (twice), whether or not anything is logged: several transient copies of
+    # each message body, and CPU spent on them. Level 4 keeps the command and
+    # response lines in the log (the tests read them) and drops those dumps.
+    client._imap.debug = IMAPLIB_DEBUG
     if settings.security == "starttls":
         _starttls(client, settings)
     return client

@@ -38,15 +38,27 @@ cursor shows them:
 - in step: uidnext set; the next pass is an idle poll unless mail arrived.
 - gone: EXAMINE raised FolderGone; the caller stops syncing the folder.
 
+Large messages (RFC822.SIZE above LARGE_MESSAGE_BYTES) take another road when
+the caller gives a spool folder: each is fetched alone, written to a file in
+that folder, and parsed from the file with ``parse_message_file``, which writes
+its large attachments to further spool files as it reads. The raw bytes are
+dropped before parsing starts (see ImapSession.fetch_body_into), the message
+file is removed after it, and the attachments come back with
+``ParsedAttachment.path`` set: the caller moves those files into storage or
+removes them (``spooled_paths``). Small messages keep the batched in-memory
+path.
+
 Nothing here touches the database; it takes and yields plain data.
 """
 
 import logging
-from collections.abc import Callable, Iterator
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from posta.mail.imap import FolderStatus, HeaderInfo, ImapSession
-from posta.mail.parse import ParsedMessage, parse_message
+from posta.mail.parse import ParsedMessage, parse_message, parse_message_file
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +66,9 @@ BODY_CHUNK = 200
 # Bound one body FETCH by size too: 200 messages with large attachments would
 # otherwise all sit in memory at once.
 BODY_CHUNK_BYTES = 32 * 1024 * 1024
+# Messages above this size are fetched one by one into a spool file and parsed
+# from it, when the caller gives a spool folder.
+LARGE_MESSAGE_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -80,8 +95,13 @@ def sync_folder(
     state: FolderState,
     wanted: Callable[[list[HeaderInfo]], set[int]],
     batch_size: int = 500,
+    spool_dir: str | None = None,
 ) -> Iterator[SyncBatch]:
-    """Yield batches of new messages in `state.name` since `state`'s cursor."""
+    """Yield batches of new messages in `state.name` since `state`'s cursor.
+
+    With `spool_dir`, large messages are parsed from files there and their large
+    attachments left in files there (see the module notes); the caller owns them.
+    """
     status = session.select(state.name)
     where = f"{session.account} folder {state.name}"
     if _is_idle(state, status):
@@ -99,7 +119,7 @@ def sync_folder(
         headers = session.fetch_headers(chunk)
         picked = set(wanted(headers)) & {header.uid for header in headers}
         for step in _steps(chunk, headers, picked, final):
-            yield _read(session, state.name, status, step, where)
+            yield _read(session, state.name, status, step, where, spool_dir)
 
 
 @dataclass
@@ -130,21 +150,81 @@ def _steps(
 
 
 def _read(
-    session: ImapSession, name: str, status: FolderStatus, step: _Step, where: str
+    session: ImapSession,
+    name: str,
+    status: FolderStatus,
+    step: _Step,
+    where: str,
+    spool_dir: str | None,
 ) -> SyncBatch:
     """Fetch and parse one body group; return it with the cursor that follows it."""
-    raws = session.fetch_bodies(step.uids, chunk=len(step.uids)) if step.uids else []
+    large = _large_uids(step, spool_dir)
+    small = [uid for uid in step.uids if uid not in large] if large else step.uids
+    raws = session.fetch_bodies(small, chunk=len(small)) if small else []
     messages = [(uid, parse_message(raw)) for uid, raw in raws]
+    if large:
+        try:
+            for uid in sorted(large):
+                parsed = _read_spooled(session, uid, spool_dir)
+                if parsed is not None:
+                    messages.append((uid, parsed))
+        except BaseException:
+            _discard(spooled_paths(parsed for _, parsed in messages))
+            raise
+        messages.sort(key=lambda item: item[0])
     logger.info(
-        "Sync %s: batch up to uid %d, %d headers, %d bodies",
+        "Sync %s: batch up to uid %d, %d headers, %d bodies (%d spooled)",
         where,
         step.last_uid,
         len(step.headers),
         len(messages),
+        len(large),
     )
     return SyncBatch(
         step.headers, messages, _cursor(name, status, step.last_uid, step.final)
     )
+
+
+def _large_uids(step: _Step, spool_dir: str | None) -> set[int]:
+    """Return the UIDs of the group to read through a spool file."""
+    if spool_dir is None or not step.uids:
+        return set()
+    uids = set(step.uids)
+    return {
+        h.uid for h in step.headers if h.uid in uids and h.size > LARGE_MESSAGE_BYTES
+    }
+
+
+def _read_spooled(
+    session: ImapSession, uid: int, spool_dir: str
+) -> ParsedMessage | None:
+    """Fetch one message into a spool file and parse it from there."""
+    handle, path = tempfile.mkstemp(prefix="posta-", suffix=".eml", dir=spool_dir)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            size = session.fetch_body_into(uid, out)
+        if size is None:
+            return None
+        return parse_message_file(path, spool_dir)
+    finally:
+        _discard([path])
+
+
+def spooled_paths(messages: Iterable[ParsedMessage]) -> list[str]:
+    """Return the spool files that parsed messages' attachments are in."""
+    return [
+        part.path for parsed in messages for part in parsed.attachments if part.path
+    ]
+
+
+def _discard(paths: Iterable[str]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            logger.warning("could not remove %s", path, exc_info=True)
 
 
 def _is_idle(state: FolderState, status: FolderStatus) -> bool:

@@ -6,6 +6,12 @@ a crash loses at most one batch, which the next run fetches again.
 
 Which task a message belongs to is decided once, from its headers, with one
 query per header batch (`_Threading`); storing reuses that answer.
+
+Large messages reach us parsed from spool files (posta/mail/sync.py), their
+large attachments already decoded into files in the spool folder under the
+attachments folder; storing renames those files into storage instead of
+writing bytes. Whatever a batch leaves in the spool (messages skipped, a batch
+rolled back) is removed when the batch ends.
 """
 
 import logging
@@ -21,7 +27,7 @@ from posta.extensions import db
 from posta.mail.errors import AuthError, FolderGone, MailError
 from posta.mail.imap import ImapSession
 from posta.mail.parse import ParsedMessage
-from posta.mail.sync import FolderState, SyncBatch, sync_folder
+from posta.mail.sync import FolderState, SyncBatch, spooled_paths, sync_folder
 from posta.mail.threads import reference_ids
 from posta.models import (
     AccountStatus,
@@ -36,7 +42,6 @@ from posta.services import accounts, linking, storage
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("INBOX",)
 BATCH_SIZE = 500
 
 
@@ -62,7 +67,8 @@ def sync_account(account_id: int, session: ImapSession | None = None) -> int | N
     try:
         settings = accounts.imap_settings(account)
         address = account.email
-        states = {name: _load_state(account_id, name) for name in FOLDERS}
+        folders = current_app.config["POSTA_SYNC_FOLDERS"]
+        states = {name: _load_state(account_id, name) for name in folders}
         # The IMAP session must not hold a database transaction open.
         db.session.commit()
         added, error = _sync_folders(account_id, address, settings, states, session)
@@ -98,10 +104,14 @@ def _sync_folders(
 def _sync_session(account_id: int, session: ImapSession, states) -> int:
     """Sync each folder in an open session; return how many messages were added."""
     added = 0
+    storage.sweep_spool()
+    spool = storage.spool_dir()
     for name, state in states.items():
         threading = _Threading(account_id)
         try:
-            for batch in sync_folder(session, state, threading.wanted, BATCH_SIZE):
+            for batch in sync_folder(
+                session, state, threading.wanted, BATCH_SIZE, spool_dir=spool
+            ):
                 added += _store_batch(account_id, name, batch, threading)
         except FolderGone as exc:
             logger.warning("account %s folder %s: gone", account_id, name)
@@ -196,6 +206,10 @@ def _store_batch(
         db.session.rollback()
         storage.delete(stored_files)
         raise
+    finally:
+        # Spool files not moved into storage: skipped messages, or all of a
+        # failed batch's. Moved ones are gone from the spool already.
+        storage.discard(spooled_paths(parsed for _, parsed in batch.messages))
     logger.info(
         "account %s folder %s: %d new messages up to uid %s",
         account_id,
@@ -228,13 +242,18 @@ def _attachment_rows(parsed: ParsedMessage, stored_files: list[str]) -> list[dic
     """Write a message's attachments to storage; return their rows' values."""
     rows = []
     for part in parsed.attachments:
-        key = storage.save_bytes(part.data)
+        if part.path:
+            key = storage.adopt_file(part.path)
+            size = part.size
+        else:
+            key = storage.save_bytes(part.data)
+            size = len(part.data)
         stored_files.append(key)
         rows.append(
             {
                 "filename": part.filename[:255] or "attachment",
                 "content_type": part.content_type[:255],
-                "size": len(part.data),
+                "size": size,
                 "storage_key": key,
                 "content_id": part.content_id,
                 "inline": part.inline,

@@ -1,10 +1,13 @@
 """Attachment files on disk under POSTA_ATTACHMENTS_DIR, named by random keys."""
 
+import errno
 import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
+import time
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -12,6 +15,11 @@ from flask_babel import lazy_gettext as _l
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+# Files on their way into storage (spooled mail) wait in this subfolder of the
+# attachments folder: the same filesystem, so moving them in is a rename.
+SPOOL_FOLDER = "spool"
+# A spool file older than this was left by a process that died mid-import.
+SPOOL_MAX_AGE = 6 * 3600
 # Keys are generated here only; anything else (e.g. "../x") is refused.
 _KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}$")
 
@@ -70,6 +78,55 @@ def save_bytes(data: bytes) -> str:
     return key
 
 
+def adopt_file(path: str) -> str:
+    """Move an existing file (e.g. a spooled attachment) into storage; return its key.
+
+    The file is renamed, not copied, when it is on the same filesystem (the
+    spool folder lives under the attachments folder for that reason).
+    """
+    key = _new_key()
+    target = path_for(key)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_in(path, target)
+    return key
+
+
+def spool_dir() -> str:
+    """Return (creating it) the folder for files on their way into storage."""
+    path = os.path.join(current_app.config["POSTA_ATTACHMENTS_DIR"], SPOOL_FOLDER)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def sweep_spool(max_age: float = SPOOL_MAX_AGE) -> None:
+    """Remove spool files older than `max_age` seconds (left by a killed process)."""
+    folder = os.path.join(current_app.config["POSTA_ATTACHMENTS_DIR"], SPOOL_FOLDER)
+    cutoff = time.time() - max_age
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        try:
+            stale = entry.is_file() and entry.stat().st_mtime < cutoff
+        except OSError:
+            continue
+        if stale:
+            logger.info("removing stale spool file %s", entry.path)
+            _unlink(entry.path)
+
+
+def discard(paths) -> None:
+    """Remove files outside storage (spool files), ignoring those already gone."""
+    for path in paths:
+        _unlink(path)
+
+
 def path_for(key: str) -> str:
     """Return the absolute path of a stored file."""
     if not _KEY.match(key):
@@ -81,6 +138,19 @@ def delete(keys) -> None:
     """Remove stored files, ignoring those already gone."""
     for key in keys:
         _unlink(path_for(key))
+
+
+def _copy_in(path: str, target: str) -> None:
+    """Copy a file from another filesystem into place, then remove the original."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".mail-")
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as source:
+            shutil.copyfileobj(source, out, CHUNK)
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    _unlink(path)
 
 
 def _new_key() -> str:
