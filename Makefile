@@ -47,5 +47,5 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 extract-messages: $(STAMP)
-	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot app.py blueprints posta templates
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k _ln:1,2 -k lazy_ngettext:1,2 -o translations/messages.pot app.py blueprints posta templates
 	$(VENV)/bin/pybabel update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete

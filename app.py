@@ -15,6 +15,7 @@ from posta import cli, queue
 from posta.config import Defaults
 from posta.crypto import SecretBox, load_or_create_key
 from posta.extensions import babel, csrf, db, login_manager, migrate
+from posta.ids import IdConverter
 from posta.models import User, UTCDateTime, Workspace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,6 +26,8 @@ def create_app(
 ) -> Flask:
     """Build the app from defaults, instance/config.py, FLASK_* and test overrides."""
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    # Before the blueprints add their rules: an id too big for the database is a 404.
+    app.url_map.converters["int"] = IdConverter
     _configure(app, test_config)
     _init_extensions(app)
     _register_blueprints(app)

@@ -28,6 +28,7 @@ from blueprints import email_library
 from blueprints.access import email_required
 from posta import jobs, queue
 from posta.extensions import db
+from posta.ids import parse_id
 from posta.mail.sanitize import has_remote_images, show_remote_images
 from posta.models import (
     Attachment,
@@ -115,6 +116,7 @@ def email_composer(task: Task) -> dict:
         "body": draft.get("body", ""),
         "max_mb": current_app.config["POSTA_MAX_UPLOAD_MB"],
         "connect_url": url_for("email.connect", task=task.id),
+        "others_connected": not senders and EmailAccount.any_connected(),
     }
     return email_library.with_extras(composer, task, draft)
 
@@ -480,7 +482,4 @@ def _task_url(task_id: int, anchor: str) -> str:
 
 
 def _int(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_id(value)

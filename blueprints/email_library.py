@@ -19,6 +19,7 @@ from flask_login import current_user
 
 from blueprints.access import email_required
 from posta.extensions import db
+from posta.ids import parse_id
 from posta.models import (
     AccountGrant,
     EmailAccount,
@@ -267,7 +268,4 @@ def _templates_page(draft=None, editing=None):
 
 
 def _int(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_id(value)

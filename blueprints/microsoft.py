@@ -28,6 +28,7 @@ from flask_login import current_user
 from blueprints.access import email_required, email_visible
 from blueprints.email import DRAFT_KEY
 from posta.extensions import db
+from posta.ids import parse_id
 from posta.models import Contact, EmailAccount, Task
 from posta.services import contacts, microsoft, permissions, plans
 
@@ -276,7 +277,4 @@ def _oauth():
 
 
 def _int(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_id(value)

@@ -18,6 +18,7 @@ from wtforms import (
 
 from blueprints.access import email_visible
 from posta.extensions import db
+from posta.ids import as_id
 from posta.models import Task, TaskList, TaskStatus, User
 from posta.services import tasks
 
@@ -39,7 +40,9 @@ class ListForm(FlaskForm):
 class TaskForm(FlaskForm):
     name = StringField(_l("Name"))
     description = TextAreaField(_l("Description"))
-    assignees = SelectMultipleField(_l("Assignees"), coerce=int, validate_choice=False)
+    assignees = SelectMultipleField(
+        _l("Assignees"), coerce=as_id, validate_choice=False
+    )
     due = StringField(_l("Due date"))
 
 

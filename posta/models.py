@@ -249,6 +249,10 @@ class EmailAccount(db.Model):
     )
 
     @classmethod
+    def any_connected(cls) -> bool:
+        return db.session.scalar(select(cls.id).limit(1)) is not None
+
+    @classmethod
     def syncable(cls):
         return db.session.scalars(
             select(cls).where(cls.status == AccountStatus.ACTIVE).order_by(cls.id)

@@ -243,3 +243,19 @@ def test_integration_page_lists_accounts_by_role(
     done = client_for(admin).post(f"/email/accounts/{account.id}/delete")
     assert done.status_code == 302
     assert account_count() == 0
+
+
+def test_composer_tells_who_to_ask_when_mailboxes_exist_but_none_is_yours(
+    member, mailbox, make_user, client_for
+):
+    task = make_task()
+    other = make_user(Role.MEMBER)
+    page = client_for(other).get(f"/tasks/{task.id}?tab=email").get_data(as_text=True)
+    assert 'id="ask-for-access"' not in page
+
+    connect(member, mailbox)
+    page = client_for(other).get(f"/tasks/{task.id}?tab=email").get_data(as_text=True)
+    assert 'id="ask-for-access"' in page
+    assert "ask the person who connected one" in page
+    own = client_for(member).get(f"/tasks/{task.id}?tab=email").get_data(as_text=True)
+    assert 'id="ask-for-access"' not in own

@@ -179,6 +179,7 @@ def test_refused_login_is_recorded_and_shown(member, client_for, account):
     jobs.sync_account(account.id)
     account = db.session.get(EmailAccount, account.id)
     assert account.last_error == "Wrong email or password."
+    assert account.last_sync_result == "Failed after 0 new messages"
     assert account.status == "active"
     assert account.sync_lease_until is None
     page = client_for(member).get("/email/settings")

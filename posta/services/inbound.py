@@ -328,6 +328,13 @@ def _folder_row(account_id: int, name: str) -> MailFolder | None:
 def _finish(account_id: int, added: int, error: str | None) -> None:
     """Record the outcome on the account and release its sync lease."""
     result = ngettext("%(num)d new message", "%(num)d new messages", added)
+    if error:
+        # A failed pass must not read like a quiet success on the settings page.
+        result = ngettext(
+            "Failed after %(num)d new message",
+            "Failed after %(num)d new messages",
+            added,
+        )
     db.session.execute(
         update(EmailAccount)
         .where(EmailAccount.id == account_id)

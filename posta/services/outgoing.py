@@ -24,6 +24,7 @@ from werkzeug.datastructures import FileStorage
 
 from posta import queue
 from posta.extensions import db
+from posta.ids import parse_id
 from posta.mail import compose
 from posta.mail import smtp as smtp_adapter
 from posta.mail.errors import (
@@ -551,7 +552,4 @@ def _safe_filename(name: str) -> str:
 
 
 def _int_or_none(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_id(value)

@@ -10,6 +10,7 @@ from sqlalchemy import case, func, literal, select, union_all
 from sqlalchemy.orm import selectinload
 
 from posta.extensions import db
+from posta.ids import MAX_ID, parse_id
 from posta.models import (
     Comment,
     Direction,
@@ -103,7 +104,7 @@ def tasks_in(task_list: TaskList) -> list[Task]:
 
 def task_in_list(task_list: TaskList, task_id: int | None) -> Task:
     """Return a task of this list, refusing unknown tasks and those of other lists."""
-    task = db.session.get(Task, task_id) if task_id is not None else None
+    task = db.session.get(Task, task_id) if parse_id(task_id) is not None else None
     if task is None:
         raise TaskError(_l("That task does not exist."))
     if task.list_id != task_list.id:
@@ -176,7 +177,8 @@ def add_comment(task: Task, author: User, body: str) -> Comment:
 
 def activity(task: Task, include_email: bool = False, page: int = 1) -> StreamPage:
     """Return a page of the task's stream, oldest first; page 1 is the newest items."""
-    page = max(page, 1)
+    # Past MAX_ID pages the offset would be too big to bind; such a page is empty.
+    page = min(max(page, 1), MAX_ID)
     keys = select(
         literal("comment").label("kind"),
         Comment.id.label("id"),
