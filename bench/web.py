@@ -9,6 +9,7 @@ searched for "database is locked".
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -132,7 +133,10 @@ def _during_import(rig: Rig, pages: dict, cookie: str) -> tuple[dict, bool]:
     child = rig.start_import("b")
     try:
         during = {name: _wrk(url, cookie) for name, url in pages.items()}
-        overlapped = child.poll() is None
+        # Peek without reaping: finish() must still collect the child's rusage.
+        overlapped = (
+            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        )
     finally:
         finish(child, 300)
     return during, overlapped
