@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.app",
     "tests.fixtures.browser",
+    "tests.fixtures.email",
     "tests.fakes.microsoft",
 ]

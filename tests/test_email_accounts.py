@@ -9,18 +9,8 @@ from sqlalchemy import func, select
 from posta.extensions import db
 from posta.models import EmailAccount, Role
 from posta.services import accounts
-from tests.email_support import connect, make_mailbox, make_task
+from tests.email_support import connect, make_task
 from tests.fixtures.servers import free_port
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
 
 
 def account_count():

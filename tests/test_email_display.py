@@ -15,11 +15,6 @@ CORPUS = Path(__file__).parent / "mail"
 
 
 @pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
 def imported(member, dovecot, smtp):
     """Import corpus cases as replies to a task's email; return them by name."""
     mailbox = make_mailbox(dovecot, smtp)

@@ -5,7 +5,7 @@ from markupsafe import escape
 
 from posta import jobs
 from posta.extensions import db
-from posta.models import EmailAccount, MailFolder, Message, Role
+from posta.models import EmailAccount, MailFolder, Message
 from posta.services import outgoing
 from tests.email_support import connect, make_mailbox, make_task, messages_on, reply_to
 
@@ -15,11 +15,6 @@ FOLDER = "Replies"
 @pytest.fixture
 def app_config():
     return {"POSTA_SYNC_FOLDERS": ["INBOX", FOLDER]}
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
 
 
 @pytest.fixture

@@ -2,16 +2,13 @@
 
 from datetime import timedelta
 
-import pytest
 from flask import current_app
 
 from posta import jobs
 from posta.extensions import db
-from posta.models import EmailAccount, MailFolder, Message, Role, utcnow
+from posta.models import EmailAccount, MailFolder, Message, utcnow
 from posta.services import outgoing, storage
 from tests.email_support import (
-    connect,
-    make_mailbox,
     make_task,
     messages_on,
     reply_to,
@@ -22,33 +19,6 @@ HTML = (
     '<p onclick="steal()">Thanks, <b>the quote</b> is fine.</p>'
     '<script>alert("x")</script><img src="https://tracker.test/pixel.gif">'
 )
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
-def account(member, mailbox):
-    return connect(member, mailbox)
-
-
-@pytest.fixture
-def sent(member, account, smtp):
-    """A task with one email sent from it."""
-    task = make_task()
-    message = outgoing.queue_send(
-        member, task, account.id, "rossi@client.test", "", "", "", "Quote attached", []
-    )
-    db.session.refresh(message)
-    assert message.status == "sent"
-    return task, message
 
 
 def test_reply_lands_on_the_task_with_text_html_and_attachments(

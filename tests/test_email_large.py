@@ -10,28 +10,13 @@ import pytest
 
 from posta import jobs
 from posta.extensions import db
-from posta.models import Attachment, EmailAccount, MailFolder, Message, Role, utcnow
+from posta.models import Attachment, EmailAccount, MailFolder, Message, utcnow
 from posta.services import outgoing, storage
-from tests.email_support import connect, make_mailbox, make_task, messages_on, reply_to
+from tests.email_support import make_task, messages_on, reply_to
 
 MB = 1024 * 1024
 CHUNK = 57 * 1024  # a multiple of 57 bytes encodes to whole 76-character lines
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
-def account(member, mailbox):
-    return connect(member, mailbox)
 
 
 @pytest.fixture

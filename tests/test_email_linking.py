@@ -10,36 +10,9 @@ from posta import jobs
 from posta.extensions import db
 from posta.models import Message, Role, Task, TaskList
 from posta.services import linking, outgoing
-from tests.email_support import connect, make_mailbox, make_task, messages_on, reply_to
+from tests.email_support import make_task, messages_on, reply_to
 
 CORPUS = Path(__file__).parent / "mail"
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
-def account(member, mailbox):
-    return connect(member, mailbox)
-
-
-@pytest.fixture
-def sent(member, account, smtp):
-    """A task with one email sent from it."""
-    task = make_task()
-    message = outgoing.queue_send(
-        member, task, account.id, "rossi@client.test", "", "", "", "Quote", []
-    )
-    db.session.refresh(message)
-    assert message.status == "sent"
-    return task, message
 
 
 def received(task) -> list[Message]:

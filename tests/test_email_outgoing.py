@@ -15,26 +15,9 @@ from posta.mail import smtp as smtp_adapter
 from posta.models import Message, Role, Workspace, utcnow
 from posta.services import outgoing, storage
 from tests.email_support import (
-    connect,
-    make_mailbox,
     make_task,
     messages_on,
 )
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
-def account(member, mailbox):
-    return connect(member, mailbox)
 
 
 @pytest.fixture

@@ -6,43 +6,16 @@ import time
 import pytest
 
 from posta.extensions import db
-from posta.models import EmailAccount, Role, utcnow
-from posta.services import inbound, outgoing
+from posta.models import EmailAccount, utcnow
+from posta.services import inbound
 from posta.services.watch import Watcher
 from tests.email_support import (
-    connect,
-    make_mailbox,
-    make_task,
     messages_on,
     reply_to,
 )
 
 # Generous: a bound on a hang, not a latency figure (those are in bench).
 ARRIVAL_TIMEOUT = 30
-
-
-@pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
-def account(member, mailbox):
-    return connect(member, mailbox)
-
-
-@pytest.fixture
-def sent(member, account, smtp):
-    task = make_task()
-    message = outgoing.queue_send(
-        member, task, account.id, "rossi@client.test", "", "", "", "Quote", []
-    )
-    return task, message
 
 
 @pytest.fixture

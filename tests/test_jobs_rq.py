@@ -15,7 +15,7 @@ from posta.extensions import db
 from posta.mail.compose import make_message_id
 from posta.models import Message, Role
 from posta.services import outgoing
-from tests.email_support import connect, make_mailbox, make_task, messages_on, reply_to
+from tests.email_support import make_task, messages_on, reply_to
 from tests.fixtures.servers import _wait_for_port, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,16 +59,6 @@ def app_config(redis_url):
 @pytest.fixture
 def member(make_user, email_on):
     return make_user(Role.MEMBER)
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
-def account(member, mailbox):
-    return connect(member, mailbox)
 
 
 def flask_env(app, **extra) -> dict:

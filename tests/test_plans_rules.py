@@ -13,16 +13,6 @@ from tests.email_support import connect, make_mailbox, make_task, messages_on, r
 
 
 @pytest.fixture
-def member(make_user, email_on):
-    return make_user(Role.MEMBER, name="Mara Member")
-
-
-@pytest.fixture
-def mailbox(dovecot, smtp):
-    return make_mailbox(dovecot, smtp)
-
-
-@pytest.fixture
 def task():
     return make_task()
 
